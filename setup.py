@@ -1,0 +1,28 @@
+"""Package metadata for tfrandlabels."""
+import setuptools
+
+setuptools.setup(
+    name="tfrandlabels",
+    version="0.1.0",
+    description=("A TensorFlow/Keras toolkit for studying what neural networks learn: "
+                 "random-label pretraining, frequency shortcuts and input-space geometry."),
+    packages=setuptools.find_packages(include=["tfrandlabels", "tfrandlabels.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "tensorflow-datasets>=4.9",
+        "tf-keras-vis>=0.8.7",
+        "absl-py>=1.0",
+        "matplotlib>=3.5",
+        "numpy>=1.23",
+        "importlib_resources",  # Needed by tensorflow-datasets, which does not declare it.
+        "Pillow",
+        # The `embedded` data set is built from the sample photographs shipped in this
+        # release; pinning it keeps the data set byte-identical everywhere.
+        "scikit-image==0.26.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout", "Pillow"],
+        "cuda": ["tensorflow[and-cuda]>=2.16"],
+    },
+)

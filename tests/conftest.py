@@ -1,0 +1,37 @@
+"""Shared fixtures: the `embedded` data set is prepared once per machine and reused."""
+import fcntl
+import os
+import tempfile
+
+import pytest
+import tensorflow_datasets as tfds
+
+# Shared by every test process (pytest and each Bazel test target): preparing
+# `embedded` takes ~10 s, so it is done once, under a lock, and reused.
+EMBEDDED_DATA_DIR = os.environ.get(
+    "TFRANDLABELS_TEST_DATA_DIR", os.path.join(tempfile.gettempdir(), "tfrandlabels_test_data"))
+
+
+@pytest.fixture(scope="session")
+def embedded_dir():
+  """A TFDS data_dir holding the prepared `embedded` data set."""
+  import tfrandlabels.data  # pylint: disable=unused-import  (registers the builder)
+  os.makedirs(EMBEDDED_DATA_DIR, exist_ok=True)
+  with open(os.path.join(EMBEDDED_DATA_DIR, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    tfds.builder("embedded", data_dir=EMBEDDED_DATA_DIR).download_and_prepare()
+  return EMBEDDED_DATA_DIR
+
+
+def write_tfds_metadata(name, data_dir, split_sizes):
+  """Writes TFDS metadata for `name` so that `tfds.testing.mock_data` knows its splits."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(
+          name=split, shard_lengths=[size], num_bytes=0,
+          filename_template=tfds.core.ShardedFileTemplate(
+              data_dir=builder.data_dir, dataset_name=name, split=split,
+              filetype_suffix="tfrecord"))
+      for split, size in split_sizes.items()]))
+  os.makedirs(builder.data_dir, exist_ok=True)
+  builder.info.write_to_directory(builder.data_dir)

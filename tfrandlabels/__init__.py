@@ -1,0 +1,1 @@
+"""tfrandlabels: a TensorFlow/Keras toolkit for studying what neural networks learn."""

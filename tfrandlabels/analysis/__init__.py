@@ -1,0 +1,1 @@
+"""Analysis: pure math on tensors (alignment of filters with data, ...), no I/O."""
