@@ -12,6 +12,7 @@ setuptools.setup(
         "tensorflow>=2.16",
         "tensorflow-datasets>=4.9",
         "tf-keras-vis>=0.8.7",
+        "tensorboard",  # tf.summary needs it; tensorflow no longer installs it.
         "absl-py>=1.0",
         "matplotlib>=3.5",
         "numpy>=1.23",

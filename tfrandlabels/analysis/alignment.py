@@ -255,22 +255,25 @@ def _patch_extractor(patch_size: Tuple[int, int], channels: int) -> tf.Tensor:
 def _batch_moments(images, extractor, stride):
   """Count, mean and scatter (sum of centered outer products) of one batch's patches.
 
-  Products run in float32 for speed, on images shifted by their per-channel mean c so
-  that there is no large-mean cancellation; in float64 the sum s of the shifted patches
-  then gives the mean c + s / n and the scatter about it, S_c - s s' / n.
+  Products run in float32 for speed, on patches shifted by c, the batch's per-channel
+  pixel mean (the bias add fuses into the convolution), so that there is no large-mean
+  cancellation; in float64 the sum s of the shifted patches then gives the mean
+  c + s / n and the scatter about it, S_c - s s' / n.
   """
   images = tf.cast(images, tf.float32)
-  shift = tf.reduce_mean(images, axis=[0, 1, 2])
-  images -= shift
   extract = lambda x: tf.nn.conv2d(x, extractor, strides=[1, *stride, 1], padding="VALID")
-  patches = tf.reshape(extract(images), [-1, extractor.shape[-1]])
+  image_sum = tf.reduce_sum(images, axis=0, keepdims=True)
+  shift = tf.reduce_mean(image_sum, axis=[0, 1, 2]) / tf.cast(tf.shape(images)[0],
+                                                               tf.float32)
+  center = tf.tile(shift, [extractor.shape[0] * extractor.shape[1]])
+  patches = tf.reshape(tf.nn.bias_add(extract(images), -center), [-1, extractor.shape[-1]])
   count = tf.cast(tf.shape(patches)[0], tf.float64)
+  center = tf.cast(center, tf.float64)
   # Extraction is linear: the patches of the batch's sum image sum to the patch total,
   # at 1/B of the cost of summing the patches themselves.
-  total = tf.cast(tf.reduce_sum(extract(tf.reduce_sum(images, 0, keepdims=True)),
-                                axis=[0, 1, 2]), tf.float64)
+  total = tf.reduce_sum(tf.cast(extract(image_sum), tf.float64),
+                        axis=[0, 1, 2]) - count * center
   scatter = tf.cast(tf.matmul(patches, patches, transpose_a=True), tf.float64)
-  center = tf.tile(tf.cast(shift, tf.float64), [extractor.shape[0] * extractor.shape[1]])
   safe_count = tf.maximum(count, 1)
   return (count, center + total / safe_count,
           scatter - total[:, None] * total[None, :] / safe_count)
@@ -292,8 +295,40 @@ def _dataset_moments(batches: tf.data.Dataset, extractor, stride):
   moments = (tf.constant(0, tf.float64), tf.zeros([dim], tf.float64),
              tf.zeros([dim, dim], tf.float64))
   for images in batches:
-    moments = _merge_moments(*moments, *_batch_moments(images, extractor, stride))
+    # Images smaller than the patch (possible when the data set's image size is not
+    # static) hold no patches; the convolution would reject them.
+    fits = tf.logical_and(tf.shape(images)[1] >= extractor.shape[0],
+                          tf.shape(images)[2] >= extractor.shape[1])
+    batch = tf.cond(fits, lambda: _batch_moments(images, extractor, stride),
+                    lambda: tuple(tf.zeros_like(m) for m in moments))
+    moments = _merge_moments(*moments, *batch)
   return moments
+
+
+def _check_image_shape(shape: tf.TensorShape) -> None:
+  if shape.rank != 4 or shape[-1] is None:
+    raise ValueError(f"images must be (batches of) images [N, H, W, C] with a known C, "
+                     f"got shape {shape}.")
+
+
+def _image_batches(images, chunk_size: int) -> tf.data.Dataset:
+  """`patch_covariance`'s input as a data set of image batches [B, H, W, C], validated."""
+  if not isinstance(images, tf.data.Dataset):
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+      raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}.")
+    images = tf.convert_to_tensor(images)
+    _check_image_shape(images.shape)
+    return tf.data.Dataset.from_tensor_slices(images).batch(chunk_size)
+  if isinstance(images.element_spec, dict):
+    if "image" not in images.element_spec:
+      raise ValueError(f"images must be a data set of image batches or of dicts with key "
+                       f"'image', got keys {sorted(images.element_spec)}.")
+    images = images.map(lambda example: example["image"])
+  if not isinstance(images.element_spec, tf.TensorSpec):
+    raise ValueError(f"images must be a data set of image batches, got elements "
+                     f"{images.element_spec}.")
+  _check_image_shape(images.element_spec.shape)
+  return images
 
 
 def patch_covariance(images, patch_size: IntOrPair, stride: IntOrPair = 1,
@@ -302,8 +337,7 @@ def patch_covariance(images, patch_size: IntOrPair, stride: IntOrPair = 1,
 
   Each batch's patches are extracted (flattened as [kh, kw, c], as by
   `tf.image.extract_patches`, matching a Keras Conv2D kernel reshaped to [-1, cout]) and
-  reduced to
-  float64 count, mean and scatter, which are merged across batches inside a
+  reduced to float64 count, mean and scatter, which are merged across batches inside a
   `tf.function`; only one batch's patches exist at a time. For a Dense first layer pass
   patch_size=(H, W): the single patch per image is the image flattened as by `Flatten`.
 
@@ -323,30 +357,12 @@ def patch_covariance(images, patch_size: IntOrPair, stride: IntOrPair = 1,
   """
   patch_size = _pair(patch_size, "patch_size")
   stride = _pair(stride, "stride")
-  if isinstance(images, tf.data.Dataset):
-    batches = images
-    if isinstance(batches.element_spec, dict):
-      if "image" not in batches.element_spec:
-        raise ValueError(f"images must be a data set of image batches or of dicts with "
-                         f"key 'image', got keys {sorted(batches.element_spec)}.")
-      batches = batches.map(lambda example: example["image"])
-    if not isinstance(batches.element_spec, tf.TensorSpec):
-      raise ValueError(f"images must be a data set of image batches, got elements "
-                       f"{batches.element_spec}.")
-    shape = batches.element_spec.shape
-  else:
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-      raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}.")
-    images = tf.convert_to_tensor(images)
-    shape = images.shape
-    batches = tf.data.Dataset.from_tensor_slices(images).batch(chunk_size)
-  if shape.rank != 4 or shape[-1] is None:
-    raise ValueError(f"images must be batches [B, H, W, C] with a known C, got shape "
-                     f"{shape}.")
+  batches = _image_batches(images, chunk_size)
+  shape = batches.element_spec.shape
   for size, extent, axis in zip(patch_size, shape[1:3], ("height", "width")):
     if extent is not None and size > extent:
-      raise ValueError(f"patch_size {patch_size} must fit in the images: {axis} "
-                       f"{extent} < {size}.")
+      raise ValueError(f"patch_size must fit in the images, got {patch_size} for image "
+                       f"{axis} {extent}.")
   count, mean, scatter = _dataset_moments(
       batches, _patch_extractor(patch_size, shape[-1]), stride)
   if count < 2:

@@ -53,6 +53,22 @@ def make_preprocess(*, mean=None, std=None, image_size=None):
   return preprocess
 
 
+def _stateless_shuffle(ds, block, seed):
+  """Shuffles ds in blocks of `block` examples, each permuted by a stateless op.
+
+  With block >= len(ds) this is a full uniform shuffle (the memory of a full shuffle
+  buffer). Unlike `Dataset.shuffle`, the order is a pure function of a seed *tensor*,
+  so epoch e's order can be rebuilt directly when a run resumes.
+  """
+  def permute(i, examples):
+    count = tf.shape(examples["index"])[0]
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(count), seed=tf.random.experimental.stateless_fold_in(seed, i))
+    return {key: tf.gather(value, order) for key, value in examples.items()}
+
+  return ds.batch(block).enumerate().map(permute).unbatch()
+
+
 def _count(ds):
   count = ds.cardinality()
   if count >= 0:
@@ -79,7 +95,7 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
     image_size: (H, W) to resize to, for sources whose images vary in size.
     frequency_mask: optional centred [H, W] mask applied to every batch.
     cache: keep the decoded shard in memory after the first pass.
-    shuffle_buffer: shuffle buffer size; default the whole shard (a full shuffle).
+    shuffle_buffer: shuffle block size; default the whole shard (a full shuffle).
     drop_remainder: defaults to `training`; True gives static shapes (TPU).
 
   Returns:
@@ -109,12 +125,12 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
       first_epoch, offset = divmod(consumed, size)
 
       def epoch(e):
-        order = ds.shuffle(shuffle_buffer or size, seed=seed * 1_000_003 + e,
-                           reshuffle_each_iteration=False)
+        epoch_seed = tf.stack([tf.cast(seed, tf.int64), e])
+        order = _stateless_shuffle(ds, shuffle_buffer or size, epoch_seed)
         if not augment:
           return order
         return order.map(lambda x: {**x, "image": _augment(
-            x["image"], tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + e, x["index"]]))})
+            x["image"], tf.stack([epoch_seed[0] * 1_000_003 + e, x["index"]]))})
 
       ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(offset)
     ds = ds.map(lambda e: {**e, "image": preprocess(e["image"])},

@@ -1,0 +1,282 @@
+"""Tests for tfrandlabels.analysis.alignment against independent numpy computations."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrandlabels.analysis import alignment
+
+
+def random_spd(rng, dim):
+  """A random symmetric positive definite matrix with well separated eigenvalues."""
+  factor = rng.standard_normal((dim, 2 * dim))
+  return factor @ factor.T / (2 * dim) + 0.1 * np.eye(dim)
+
+
+def random_rotation(rng, dim):
+  q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+  return q
+
+
+def commuting_pair(rng, dim):
+  """Two covariances with the same eigenvectors and different, distinct eigenvalues."""
+  rotation = random_rotation(rng, dim)
+  sigma_x = rotation @ np.diag(np.linspace(1.0, 5.0, dim)) @ rotation.T
+  sigma_w = rotation @ np.diag(np.geomspace(0.01, 100.0, dim)[::-1]) @ rotation.T
+  return sigma_x, sigma_w
+
+
+def numpy_misalignment(sigma_x, sigma_w):
+  """The paper's formula, term by term, with an explicit inverse."""
+  _, eigenvectors = np.linalg.eigh(sigma_x)
+  inverse = np.linalg.inv(sigma_w)
+  return sum(np.sqrt((v @ sigma_w @ v) * (v @ inverse @ v)) - 1 for v in eigenvectors.T)
+
+
+def numpy_patches(images, patch_size, stride):
+  """All valid patches, one row each, flattened [kh, kw, c], by explicit loops."""
+  (kh, kw), (sh, sw) = patch_size, stride
+  rows = []
+  for image in images:
+    for i in range(0, image.shape[0] - kh + 1, sh):
+      for j in range(0, image.shape[1] - kw + 1, sw):
+        rows.append(image[i:i + kh, j:j + kw, :].reshape(-1))
+  return np.asarray(rows, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def small_images():
+  rng = np.random.default_rng(0)
+  return rng.normal(0.5, 0.2, size=(4, 6, 7, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def structured_images():
+  """Images correlated along width and scaled per channel, so that a patch flattened in
+  the wrong order has a clearly different covariance."""
+  rng = np.random.default_rng(1)
+  images = np.cumsum(rng.standard_normal((4, 8, 9, 3)), axis=2)
+  return (images * [1.0, 0.3, 2.0] + [0.5, -1.0, 3.0]).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_misalignment_matches_numpy(seed):
+  rng = np.random.default_rng(seed)
+  sigma_x, sigma_w = random_spd(rng, 6), random_spd(rng, 6)
+  expected = numpy_misalignment(sigma_x, sigma_w)
+  np.testing.assert_allclose(alignment.misalignment(sigma_x, sigma_w, ridge=0), expected,
+                             rtol=1e-9)
+  np.testing.assert_allclose(alignment.misalignment(sigma_x, sigma_w), expected, rtol=1e-4)
+
+
+def test_misalignment_is_zero_for_commuting_pair():
+  sigma_x, sigma_w = commuting_pair(np.random.default_rng(3), 7)
+  assert alignment.misalignment(sigma_x, sigma_w) == pytest.approx(0, abs=1e-9)
+
+
+def test_misalignment_is_positive_for_rotated_pair():
+  rng = np.random.default_rng(4)
+  sigma_x, sigma_w = commuting_pair(rng, 7)
+  rotation = random_rotation(rng, 7)
+  rotated = rotation @ sigma_w @ rotation.T
+  score = alignment.misalignment(sigma_x, rotated, ridge=0)
+  assert score > 1
+  np.testing.assert_allclose(score, numpy_misalignment(sigma_x, rotated), rtol=1e-9)
+
+
+def test_misalignment_is_nonnegative():
+  rng = np.random.default_rng(5)
+  for dim in (1, 2, 5, 12):
+    sigma_x, sigma_w = commuting_pair(rng, dim)
+    nearly = random_rotation(rng, dim) * 1e-9 + np.eye(dim)
+    assert alignment.misalignment(sigma_x, nearly @ sigma_w @ nearly.T) >= 0
+    assert alignment.misalignment(random_spd(rng, dim), random_spd(rng, dim)) >= 0
+
+
+def test_misalignment_is_invariant_to_scale_and_joint_rotation():
+  rng = np.random.default_rng(6)
+  sigma_x, sigma_w = random_spd(rng, 5), random_spd(rng, 5)
+  rotation = random_rotation(rng, 5)
+  expected = alignment.misalignment(sigma_x, sigma_w)
+  assert alignment.misalignment(3 * sigma_x, 7 * sigma_w) == pytest.approx(expected)
+  assert alignment.misalignment(rotation @ sigma_x @ rotation.T,
+                                rotation @ sigma_w @ rotation.T) == pytest.approx(expected)
+
+
+def test_singular_sigma_w_is_regularized_by_the_ridge():
+  rng = np.random.default_rng(7)
+  sigma_x = random_spd(rng, 6)
+  sigma_w = alignment.filter_covariance(rng.standard_normal((6, 3)))  # rank 2
+  ridge = 1e-3
+  regularized = sigma_w + ridge * np.trace(sigma_w) / 6 * np.eye(6)
+  score = alignment.misalignment(sigma_x, sigma_w, ridge=ridge)
+  assert np.isfinite(score)
+  np.testing.assert_allclose(score, numpy_misalignment(sigma_x, regularized), rtol=1e-8)
+  with pytest.raises(ValueError, match="ridge"):
+    alignment.misalignment(sigma_x, sigma_w, ridge=0)
+  with pytest.raises(ValueError, match="ridge must be >= 0"):
+    alignment.misalignment(sigma_x, sigma_w, ridge=-1)
+
+
+def test_random_basis_misalignment_exceeds_aligned_pair():
+  rng = np.random.default_rng(8)
+  sigma_x, sigma_w = commuting_pair(rng, 8)
+  nearly = np.eye(8) + 0.01 * (lambda a: a - a.T)(rng.standard_normal((8, 8)))
+  slightly_rotated = nearly @ sigma_w @ nearly.T
+  baseline = alignment.random_basis_misalignment(sigma_w, seed=0, num_bases=5)
+  assert baseline > 10 * alignment.misalignment(sigma_x, slightly_rotated)
+  assert baseline > 1
+  assert baseline == alignment.random_basis_misalignment(sigma_w, seed=0, num_bases=5)
+
+
+def test_random_basis_misalignment_is_zero_for_isotropic_filters():
+  # Every unit vector is an eigenvector of a multiple of the identity.
+  assert alignment.random_basis_misalignment(2.5 * np.eye(6), seed=1) == pytest.approx(
+      0, abs=1e-9)
+
+
+def test_transfer_function_matches_numpy():
+  rng = np.random.default_rng(9)
+  sigma_x, sigma_w = random_spd(rng, 5), random_spd(rng, 5)
+  eigenvalues, eigenvectors = np.linalg.eigh(sigma_x)
+  order = np.argsort(eigenvalues)[::-1]
+  expected_f = [np.sqrt(eigenvectors[:, i] @ sigma_w @ eigenvectors[:, i]) for i in order]
+  sigma, f = alignment.transfer_function(sigma_x, sigma_w)
+  np.testing.assert_allclose(sigma, np.sqrt(eigenvalues[order]), rtol=1e-10)
+  np.testing.assert_allclose(f, expected_f, rtol=1e-10)
+  assert np.all(np.diff(sigma) <= 0)
+
+
+@pytest.mark.parametrize("patch_size,stride", [(3, 1), (3, 2), ((2, 3), (2, 1))])
+def test_patch_covariance_matches_numpy_loops(small_images, patch_size, stride):
+  pairs = [p if isinstance(p, tuple) else (p, p) for p in (patch_size, stride)]
+  patches = numpy_patches(small_images, *pairs)
+  expected_mean, expected_cov = patches.mean(axis=0), np.cov(patches, rowvar=False)
+  batched = tf.data.Dataset.from_tensor_slices(small_images).batch(3)
+  results = {
+      "array in chunks of 3": alignment.patch_covariance(small_images, patch_size, stride,
+                                                         chunk_size=3),
+      "data set of batches": alignment.patch_covariance(batched, patch_size, stride),
+      "data set of dicts": alignment.patch_covariance(
+          batched.map(lambda image: {"image": image, "label": 0}), patch_size, stride),
+  }
+  for name, (mean, cov) in results.items():
+    assert mean.dtype == cov.dtype == np.float64, name
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-6, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(cov, expected_cov, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_patch_covariance_of_whole_images_is_flattened_input_covariance(small_images):
+  mean, cov = alignment.patch_covariance(small_images, (6, 7))
+  flat = small_images.reshape(len(small_images), -1).astype(np.float64)
+  np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-6)
+  np.testing.assert_allclose(cov, np.cov(flat, rowvar=False), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patch_order_matches_keras_conv2d(structured_images, stride):
+  layer = keras.layers.Conv2D(4, 3, strides=stride, padding="valid", use_bias=False)
+  layer.build(structured_images.shape)
+  kernel = np.random.default_rng(10).standard_normal((3, 3, 3, 4)).astype(np.float32)
+  layer.kernel.assign(kernel)
+  responses = np.asarray(layer(structured_images), dtype=np.float64)
+  mean, cov = alignment.patch_covariance(structured_images, 3, stride)
+  for j in range(4):
+    w = kernel[..., j].reshape(-1).astype(np.float64)
+    r = responses[..., j].reshape(-1)
+    np.testing.assert_allclose(w @ mean, r.mean(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(w @ cov @ w, r.var(ddof=1), rtol=1e-4)
+    # The same filter flattened [c, kh, kw] (the mistake this order guards against).
+    w_chw = kernel[..., j].transpose(2, 0, 1).reshape(-1).astype(np.float64)
+    assert abs(w_chw @ cov @ w_chw - r.var(ddof=1)) > 0.05 * r.var(ddof=1)
+
+
+def test_filter_covariance_matches_numpy():
+  rng = np.random.default_rng(11)
+  conv_kernel = rng.standard_normal((3, 3, 2, 5))
+  filters = [conv_kernel[..., j].reshape(-1) for j in range(5)]
+  np.testing.assert_allclose(alignment.filter_covariance(conv_kernel),
+                             np.cov(np.array(filters), rowvar=False), rtol=1e-12)
+  dense_kernel = rng.standard_normal((6, 4))
+  np.testing.assert_allclose(alignment.filter_covariance(tf.constant(dense_kernel)),
+                             np.cov(dense_kernel.T, rowvar=False), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 2), (3,), (2, 2, 2, 2, 2)])
+def test_filter_covariance_rejects_other_ranks(shape):
+  with pytest.raises(ValueError, match="kernel must have rank 4"):
+    alignment.filter_covariance(np.zeros(shape))
+
+
+def test_filter_covariance_needs_two_filters():
+  with pytest.raises(ValueError, match="at least 2 filters"):
+    alignment.filter_covariance(np.zeros((3, 3, 3, 1)))
+
+
+def test_top_eigenfilters_are_leading_eigenvectors():
+  sigma = random_spd(np.random.default_rng(12), 27)
+  filters = alignment.top_eigenfilters(sigma, 4, (3, 3, 3))
+  assert filters.shape == (4, 3, 3, 3)
+  expected_values = np.sort(np.linalg.eigvalsh(sigma))[::-1][:4]
+  for value, image in zip(expected_values, filters):
+    v = image.reshape(-1)
+    np.testing.assert_allclose(sigma @ v, value * v, atol=1e-10)
+    assert np.linalg.norm(v) == pytest.approx(1)
+    assert v[np.argmax(np.abs(v))] > 0
+
+
+def test_top_eigenfilters_rejects_bad_arguments():
+  sigma = np.eye(12)
+  with pytest.raises(ValueError, match="shape must have prod"):
+    alignment.top_eigenfilters(sigma, 2, (3, 3, 3))
+  for k in (0, 13):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 12\]"):
+      alignment.top_eigenfilters(sigma, k, (2, 2, 3))
+
+
+@pytest.mark.parametrize("sigma_x,sigma_w,message", [
+    (np.eye(3)[:2], np.eye(3), "sigma_x must be a square"),
+    (np.eye(3), np.zeros((3, 3, 1)), "sigma_w must be a square"),
+    (np.eye(3), np.triu(np.ones((3, 3))), "sigma_w must be symmetric"),
+    (np.eye(3), np.eye(4), "sigma_x and sigma_w must have the same shape"),
+    (np.full((2, 2), np.nan), np.eye(2), "sigma_x must be a non-empty matrix of finite"),
+    (np.eye(2), np.zeros((2, 2)), "sigma_w must be positive definite"),
+])
+def test_covariance_arguments_are_validated(sigma_x, sigma_w, message):
+  for function in (alignment.misalignment, alignment.transfer_function):
+    if "positive definite" in message and function is alignment.transfer_function:
+      continue
+    with pytest.raises(ValueError, match=message):
+      function(sigma_x, sigma_w)
+
+
+def test_patch_covariance_rejects_bad_arguments(small_images):
+  with pytest.raises(ValueError, match="patch_size must fit"):
+    alignment.patch_covariance(small_images, 7)
+  with pytest.raises(ValueError, match="patch_size must fit"):
+    alignment.patch_covariance(tf.data.Dataset.from_tensors(small_images), (3, 8))
+  with pytest.raises(ValueError, match="patch_size must be an int >= 1"):
+    alignment.patch_covariance(small_images, 0)
+  with pytest.raises(ValueError, match="stride must be an int >= 1"):
+    alignment.patch_covariance(small_images, 3, stride=(1, 2, 3))
+  with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+    alignment.patch_covariance(small_images, 3, chunk_size=0)
+  with pytest.raises(ValueError, match=r"images must be \(batches of\) images"):
+    alignment.patch_covariance(small_images[0], 3)
+  with pytest.raises(ValueError, match="key 'image'"):
+    alignment.patch_covariance(tf.data.Dataset.from_tensors({"pixels": small_images}), 3)
+
+
+def test_patch_covariance_checks_patch_count_when_image_size_is_unknown(small_images):
+  unknown_size = tf.data.Dataset.from_generator(
+      lambda: iter([small_images]),
+      output_signature=tf.TensorSpec([None, None, None, 3], tf.float32))
+  with pytest.raises(ValueError, match="at least 2 patches"):
+    alignment.patch_covariance(unknown_size, 7)
+  # Images smaller than the patch hold no patches; the others still count.
+  mixed_sizes = tf.data.Dataset.from_generator(
+      lambda: iter([small_images[:2, :2], small_images]),
+      output_signature=tf.TensorSpec([None, None, None, 3], tf.float32))
+  expected = alignment.patch_covariance(small_images, 3)
+  for result, wanted in zip(alignment.patch_covariance(mixed_sizes, 3), expected):
+    np.testing.assert_allclose(result, wanted, rtol=1e-6, atol=1e-9)

@@ -1,0 +1,1 @@
+"""Training: strategies, the distributed custom-loop trainer, checkpoints and resume."""

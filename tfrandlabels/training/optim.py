@@ -1,0 +1,57 @@
+"""Optimizers and learning-rate schedules, each chosen by name."""
+import keras
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def make_schedule(name, learning_rate, total_steps, boundaries=(), decay=0.1):
+  """Learning rate as a function of the step.
+
+  Args:
+    name: `constant`; `step` (multiplied by `decay` at each of `boundaries`, given as
+      fractions of total_steps, e.g. (0.5, 0.75)); or `cosine` (to zero at total_steps).
+    learning_rate: the initial learning rate (> 0).
+    total_steps: training length in steps.
+    boundaries: for `step`, fractions in (0, 1).
+    decay: for `step`, the factor applied at each boundary.
+  """
+  if name not in SCHEDULES:
+    raise ValueError(f"schedule={name!r} is not one of {', '.join(SCHEDULES)}")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate!r} must be > 0")
+  if name == "constant":
+    return learning_rate
+  if name == "cosine":
+    return keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps))
+  if not boundaries or any(not 0 < b < 1 for b in boundaries):
+    raise ValueError(f"schedule_boundaries={list(boundaries)} must be fractions in (0, 1) "
+                     "for schedule='step'")
+  steps = [max(1, int(b * total_steps)) for b in sorted(boundaries)]
+  values = [learning_rate * decay ** i for i in range(len(steps) + 1)]
+  return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
+
+
+def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, loss_scale=False):
+  """SGD with (heavy-ball) momentum or Adam; decoupled weight decay when > 0.
+
+  With `loss_scale` (mixed_float16 on GPU) the optimizer scales the loss dynamically
+  so small float16 gradients do not underflow.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
+  if weight_decay < 0:
+    raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
+  decay = weight_decay or None
+  if name == "sgd":
+    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=decay)
+  else:
+    optimizer = keras.optimizers.Adam(schedule, weight_decay=decay)
+  return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
+
+
+def current_learning_rate(optimizer):
+  """The learning rate the optimizer applies at its current iteration, as a float."""
+  inner = getattr(optimizer, "inner_optimizer", optimizer)
+  rate = inner.learning_rate
+  return float(rate(inner.iterations) if callable(rate) else rate)

@@ -1,0 +1,76 @@
+"""Chooses a tf.distribute strategy from one flag, so every run is the same code."""
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+def _tpu_strategy(tpu):
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu="" if tpu == "local" else tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"--tpu={tpu!r}: could not reach the TPU ({first_line}); pass its "
+                     "name, a grpc://host:port address, or 'local' on a TPU VM") from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def _mirrored():
+  """All local GPUs, or all logical CPU devices when there is no GPU."""
+  gpus = tf.config.list_logical_devices("GPU")
+  devices = gpus or tf.config.list_logical_devices("CPU")
+  return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+
+
+def make_strategy(name="auto", tpu=None):
+  """Returns the strategy named by `--strategy` (see STRATEGIES).
+
+  `auto` picks TPU when `tpu` is set, mirrored when there is more than one GPU, and
+  the default strategy otherwise. `multi_worker_mirrored` reads the cluster from the
+  TF_CONFIG environment variable.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+  if name == "auto":
+    if tpu:
+      name = "tpu"
+    elif len(tf.config.list_physical_devices("GPU")) > 1:
+      name = "mirrored"
+    else:
+      name = "default"
+  if name == "tpu":
+    if not tpu:
+      raise ValueError("--strategy=tpu needs --tpu (a TPU name, grpc://host:port, or 'local')")
+    return _tpu_strategy(tpu)
+  if name == "mirrored":
+    return _mirrored()
+  if name == "multi_worker_mirrored":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "one_device":
+    device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+    return tf.distribute.OneDeviceStrategy(device)
+  return tf.distribute.get_strategy()
+
+
+def split_cpu(count):
+  """Splits the host CPU into `count` logical devices (before TF initializes devices).
+
+  Lets mirrored training run over several replicas on a machine without GPUs, e.g.
+  for tests or to check a multi-replica configuration on a laptop.
+  """
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def is_chief(strategy):
+  """Whether this process writes shared outputs (logs, summaries, final artifacts)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type or not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
