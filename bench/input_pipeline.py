@@ -8,8 +8,8 @@ memory so that image decoding does not dominate:
   4. the peer: the same filter as reference (PyTorch) implementations do it, a numpy FFT
      per image and channel in a Python loop (fft2, multiply by the unshifted mask,
      ifft2, real part), then batches of 256 collated with np.stack, labels precomputed.
-Each is run for a warm-up epoch (tracing, filling the cache), then timed per epoch; the
-median epoch gives its images per second.
+Each runs a warm-up epoch (tracing, filling the cache); then every round times one epoch
+of each, and the median epoch gives its images per second.
 
 Run: .venv/bin/python bench/input_pipeline.py [--data_dir DIR]. The last line is
 `filter_vs_numpy=<rate 3 / rate 4> corruption_overhead=<100 * (1 - rate 2 / rate 1)>%`.
@@ -33,7 +33,7 @@ def parse_args():
   parser.add_argument("--data_dir", default=None,
                       help="TFDS data_dir holding (or to prepare) `embedded`; default TFDS's")
   parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--epochs", type=int, default=10, help="timed epochs per pipeline")
+  parser.add_argument("--epochs", type=int, default=10, help="timed epochs (rounds) per pipeline")
   return parser.parse_args()
 
 
@@ -43,14 +43,23 @@ def read_into_memory(data_dir):
   return {key: np.stack([e[key] for e in examples]) for key in ("image", "label", "index")}
 
 
-def epoch_seconds(run_epoch, epochs):
-  """Runs one untimed warm-up epoch, then `epochs` timed ones; returns their durations."""
-  run_epoch()
-  durations = []
-  for _ in range(epochs):
-    start = time.perf_counter()
-    run_epoch()
-    durations.append(time.perf_counter() - start)
+def epoch_seconds(epochs_by_name, rounds):
+  """Times one epoch of every pipeline per round, after an untimed warm-up epoch each.
+
+  Interleaving the pipelines within each round spreads the load of a shared machine
+  evenly over them, so their ratios stay meaningful while absolute rates drift.
+
+  Returns:
+    {name: [seconds of each timed epoch]}.
+  """
+  for run_epoch in epochs_by_name.values():
+    run_epoch()  # Traces, and fills the cache of the tf.data pipelines.
+  durations = {name: [] for name in epochs_by_name}
+  for _ in range(rounds):
+    for name, run_epoch in epochs_by_name.items():
+      start = time.perf_counter()
+      run_epoch()
+      durations[name].append(time.perf_counter() - start)
   return durations
 
 
@@ -93,7 +102,7 @@ def main():
   height, width = arrays["image"].shape[1:3]
   mask = frequency.low_pass((height, width), CUTOFF)
   print(f"embedded train: {count} images {arrays['image'].shape[1:]} uint8, in memory; "
-        f"batch {args.batch_size}; {args.epochs} timed epochs after 1 warm-up; "
+        f"batch {args.batch_size}; {args.epochs} timed epochs each after 1 warm-up; "
         f"low_pass radius {CUTOFF}")
 
   def source():
@@ -119,8 +128,7 @@ def main():
                                                        args.batch_size)
 
   rates = {}
-  for name, run_epoch in epochs.items():
-    durations = epoch_seconds(run_epoch, args.epochs)
+  for name, durations in epoch_seconds(epochs, args.epochs).items():
     rates[name] = count / statistics.median(durations)
     print(f"{name}: {rates[name]:,.0f} images/s (median epoch {statistics.median(durations):.3f} s,"
           f" fastest {min(durations):.3f} s, slowest {max(durations):.3f} s)")

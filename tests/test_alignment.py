@@ -166,6 +166,15 @@ def test_patch_covariance_matches_numpy_loops(small_images, patch_size, stride):
     np.testing.assert_allclose(cov, expected_cov, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_patch_covariance_is_accurate_for_a_large_mean(small_images):
+  # Raw float32 products of values near 1000 would lose the 0.04 variance entirely.
+  shifted = small_images + np.float32(1000)
+  patches = numpy_patches(shifted, (3, 3), (1, 1))
+  mean, cov = alignment.patch_covariance(shifted, 3, chunk_size=2)
+  np.testing.assert_allclose(mean, patches.mean(axis=0), rtol=1e-7)
+  np.testing.assert_allclose(cov, np.cov(patches, rowvar=False), rtol=1e-4, atol=1e-6)
+
+
 def test_patch_covariance_of_whole_images_is_flattened_input_covariance(small_images):
   mean, cov = alignment.patch_covariance(small_images, (6, 7))
   flat = small_images.reshape(len(small_images), -1).astype(np.float64)

@@ -6,7 +6,7 @@ Sigma_w, comes to share its eigenvectors with the covariance of the patches, Sig
 This module measures that:
 
 * `patch_covariance`: Sigma_x (and the patch mean) of images or a `tf.data.Dataset`,
-  computed streaming inside a `tf.function` with plain TF ops (CPU, GPU or TPU host).
+  computed streaming inside a `tf.function` of plain TF ops.
 * `filter_covariance`: Sigma_w of a Keras `Conv2D` or `Dense` kernel.
 * `misalignment`: the paper's score, zero exactly when Sigma_x and Sigma_w share
   eigenvectors; `random_basis_misalignment` is the same score in random bases, a baseline.
@@ -241,39 +241,70 @@ def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
   return int(pair[0]), int(pair[1])
 
 
-def _patch_extractor(patch_size: Tuple[int, int], channels: int) -> tf.Tensor:
-  """A conv kernel [kh, kw, C, kh * kw * C] whose output channel m copies patch entry m.
-
-  Convolving with this one-hot kernel is `tf.image.extract_patches` (same [kh, kw, c]
-  order, same values: each output is one input times 1 plus zeros) but runs through the
-  backend's convolution, several times faster on CPU than extract_patches.
-  """
-  dim = patch_size[0] * patch_size[1] * channels
-  return tf.reshape(tf.eye(dim), [*patch_size, channels, dim])
+def _row_extractor(patch_width: int, channels: int) -> tf.Tensor:
+  """A one-hot conv kernel [1, kw, C, kw * C] whose output channel m copies entry m of a
+  1 x kw patch, flattened [kw, c]: `tf.image.extract_patches` as a convolution, exact
+  (each output is one input times 1 plus zeros) and run by every backend."""
+  width = patch_width * channels
+  return tf.reshape(tf.eye(width), [1, patch_width, channels, width])
 
 
-def _batch_moments(images, extractor, stride):
+def _batch_moments(images, patch_size, stride):
   """Count, mean and scatter (sum of centered outer products) of one batch's patches.
 
-  Products run in float32 for speed, on patches shifted by c, the batch's per-channel
+  A k x k patch is k row patches (1 x k) stacked, and neighbouring patches share rows,
+  so the scatter is assembled from products of row patches: with Y_u the row patches
+  of image row u, the block (a, a + lag) of the scatter is the sum over patch rows i
+  of Y_{i s + a}' Y_{i s + a + lag}. One batched matmul per lag gives these for every u,
+  at 1/k of the cost of multiplying the full patches (and without materializing them).
+
+  Products run in float32 for speed, on values shifted by c, the batch's per-channel
   pixel mean (the bias add fuses into the convolution), so that there is no large-mean
   cancellation; in float64 the sum s of the shifted patches then gives the mean
   c + s / n and the scatter about it, S_c - s s' / n.
   """
-  images = tf.cast(images, tf.float32)
-  extract = lambda x: tf.nn.conv2d(x, extractor, strides=[1, *stride, 1], padding="VALID")
-  image_sum = tf.reduce_sum(images, axis=0, keepdims=True)
-  shift = tf.reduce_mean(image_sum, axis=[0, 1, 2]) / tf.cast(tf.shape(images)[0],
-                                                               tf.float32)
-  center = tf.tile(shift, [extractor.shape[0] * extractor.shape[1]])
-  patches = tf.reshape(tf.nn.bias_add(extract(images), -center), [-1, extractor.shape[-1]])
-  count = tf.cast(tf.shape(patches)[0], tf.float64)
-  center = tf.cast(center, tf.float64)
+  (patch_height, patch_width), (row_stride, column_stride) = patch_size, stride
+  channels = images.shape[-1]
+  width = patch_width * channels
+  # Image rows lead, so that one batched matmul pairs every row u with row u + lag.
+  rows = tf.transpose(tf.cast(images, tf.float32), [1, 0, 2, 3])
+  height, num_images = tf.shape(rows)[0], tf.shape(rows)[1]
+  row_sum = tf.reduce_sum(rows, axis=1, keepdims=True)
+  shift = tf.reduce_mean(row_sum, axis=[0, 1, 2]) / tf.cast(num_images, tf.float32)
+  extractor = _row_extractor(patch_width, channels)
+  extract = lambda x: tf.nn.conv2d(x, extractor, strides=[1, 1, column_stride, 1],
+                                   padding="VALID")
+  row_patches = tf.nn.bias_add(extract(rows), -tf.tile(shift, [patch_width]))
+  patches_per_row = tf.shape(row_patches)[2]
+  row_patches = tf.reshape(row_patches, [height, -1, width])
+  first_rows = tf.range((height - patch_height) // row_stride + 1) * row_stride
+
+  def sum_over_patch_rows(per_row, offsets):
+    """[len(offsets), ...]: the sum over patch rows i of per_row[i * stride + offset]."""
+    return tf.reduce_sum(tf.gather(per_row, first_rows[None, :] + offsets[:, None]), 1)
+
+  blocks, block_indices = [], []
+  for lag in range(patch_height):
+    products = tf.cast(tf.matmul(row_patches[:height - lag], row_patches[lag:],
+                                 transpose_a=True), tf.float64)
+    block = sum_over_patch_rows(products, tf.range(patch_height - lag))
+    blocks.append(block)
+    block_indices += [(a, a + lag) for a in range(patch_height - lag)]
+    if lag:
+      blocks.append(tf.transpose(block, [0, 2, 1]))
+      block_indices += [(a + lag, a) for a in range(patch_height - lag)]
+  dim = patch_height * width
+  scatter = tf.scatter_nd(tf.constant(block_indices), tf.concat(blocks, axis=0),
+                          [patch_height, patch_height, width, width])
+  scatter = tf.reshape(tf.transpose(scatter, [0, 2, 1, 3]), [dim, dim])
+
+  count = tf.cast(tf.size(first_rows) * num_images * patches_per_row, tf.float64)
+  center = tf.tile(tf.cast(shift, tf.float64), [patch_height * patch_width])
   # Extraction is linear: the patches of the batch's sum image sum to the patch total,
-  # at 1/B of the cost of summing the patches themselves.
-  total = tf.reduce_sum(tf.cast(extract(image_sum), tf.float64),
-                        axis=[0, 1, 2]) - count * center
-  scatter = tf.cast(tf.matmul(patches, patches, transpose_a=True), tf.float64)
+  # at 1/N of the cost of summing the patches themselves.
+  row_totals = tf.reduce_sum(tf.cast(extract(row_sum), tf.float64), axis=[1, 2])
+  total = tf.reshape(sum_over_patch_rows(row_totals, tf.range(patch_height)),
+                     [dim]) - count * center
   safe_count = tf.maximum(count, 1)
   return (count, center + total / safe_count,
           scatter - total[:, None] * total[None, :] / safe_count)
@@ -288,37 +319,56 @@ def _merge_moments(count_a, mean_a, scatter_a, count_b, mean_b, scatter_b):
           scatter_a + scatter_b + (count_a * weight) * delta[:, None] * delta[None, :])
 
 
+def _zero_moments(dim: int):
+  """Count, mean and scatter of no patches."""
+  return (tf.constant(0, tf.float64), tf.zeros([dim], tf.float64),
+          tf.zeros([dim, dim], tf.float64))
+
+
+def _add_batch(moments, images, patch_size, stride):
+  """`moments` updated with the patches of a batch of images [B, H, W, C]."""
+  # Images smaller than the patch (possible when a data set's image size is not static)
+  # hold no patches; the convolution would reject them.
+  fits = tf.logical_and(tf.shape(images)[1] >= patch_size[0],
+                        tf.shape(images)[2] >= patch_size[1])
+  batch = tf.cond(fits, lambda: _batch_moments(images, patch_size, stride),
+                  lambda: tuple(tf.zeros_like(m) for m in moments))
+  return _merge_moments(*moments, *batch)
+
+
 @tf.function
-def _dataset_moments(batches: tf.data.Dataset, extractor, stride):
-  """Streams a data set of image batches, one batch of patches in memory at a time."""
-  dim = extractor.shape[-1]
-  moments = (tf.constant(0, tf.float64), tf.zeros([dim], tf.float64),
-             tf.zeros([dim, dim], tf.float64))
+def _dataset_moments(batches: tf.data.Dataset, patch_size, stride):
+  """Streams a data set of image batches, one batch in memory at a time."""
+  moments = _zero_moments(patch_size[0] * patch_size[1] * batches.element_spec.shape[-1])
   for images in batches:
-    # Images smaller than the patch (possible when the data set's image size is not
-    # static) hold no patches; the convolution would reject them.
-    fits = tf.logical_and(tf.shape(images)[1] >= extractor.shape[0],
-                          tf.shape(images)[2] >= extractor.shape[1])
-    batch = tf.cond(fits, lambda: _batch_moments(images, extractor, stride),
-                    lambda: tuple(tf.zeros_like(m) for m in moments))
-    moments = _merge_moments(*moments, *batch)
+    moments = _add_batch(moments, images, patch_size, stride)
   return moments
 
 
-def _check_image_shape(shape: tf.TensorShape) -> None:
+@tf.function
+def _tensor_moments(images: tf.Tensor, patch_size, stride, chunk_size: int):
+  """Goes through images [N, H, W, C] chunk_size at a time; slicing in the graph is
+  several times faster than a `tf.data` pipeline over the same tensor."""
+  moments = _zero_moments(patch_size[0] * patch_size[1] * images.shape[-1])
+  for start in tf.range(0, tf.shape(images)[0], chunk_size):
+    moments = _add_batch(moments, images[start:start + chunk_size], patch_size, stride)
+  return moments
+
+
+def _check_image_shape(shape: tf.TensorShape, patch_size: Tuple[int, int]) -> None:
+  """Raises unless `shape` is [N, H, W, C] with a known C and room for the patch."""
   if shape.rank != 4 or shape[-1] is None:
     raise ValueError(f"images must be (batches of) images [N, H, W, C] with a known C, "
                      f"got shape {shape}.")
+  for size, extent, axis in zip(patch_size, shape[1:3], ("height", "width")):
+    if extent is not None and size > extent:
+      raise ValueError(f"patch_size must fit in the images, got {patch_size} for image "
+                       f"{axis} {extent}.")
 
 
-def _image_batches(images, chunk_size: int) -> tf.data.Dataset:
-  """`patch_covariance`'s input as a data set of image batches [B, H, W, C], validated."""
-  if not isinstance(images, tf.data.Dataset):
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-      raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}.")
-    images = tf.convert_to_tensor(images)
-    _check_image_shape(images.shape)
-    return tf.data.Dataset.from_tensor_slices(images).batch(chunk_size)
+def _image_batches(images: tf.data.Dataset,
+                   patch_size: Tuple[int, int]) -> tf.data.Dataset:
+  """A data set of image batches or of dicts with "image" as image batches, validated."""
   if isinstance(images.element_spec, dict):
     if "image" not in images.element_spec:
       raise ValueError(f"images must be a data set of image batches or of dicts with key "
@@ -327,23 +377,26 @@ def _image_batches(images, chunk_size: int) -> tf.data.Dataset:
   if not isinstance(images.element_spec, tf.TensorSpec):
     raise ValueError(f"images must be a data set of image batches, got elements "
                      f"{images.element_spec}.")
-  _check_image_shape(images.element_spec.shape)
+  _check_image_shape(images.element_spec.shape, patch_size)
   return images
 
 
 def patch_covariance(images, patch_size: IntOrPair, stride: IntOrPair = 1,
-                     chunk_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+                     chunk_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
   """Mean and covariance (Sigma_x) of the patches a conv layer sees, streaming.
 
-  Each batch's patches are extracted (flattened as [kh, kw, c], as by
-  `tf.image.extract_patches`, matching a Keras Conv2D kernel reshaped to [-1, cout]) and
-  reduced to float64 count, mean and scatter, which are merged across batches inside a
-  `tf.function`; only one batch's patches exist at a time. For a Dense first layer pass
-  patch_size=(H, W): the single patch per image is the image flattened as by `Flatten`.
+  Patches are the layer's receptive fields (padding "VALID"), flattened [kh, kw, c] as by
+  `tf.image.extract_patches`, the order of a Keras Conv2D kernel reshaped to [-1, cout].
+  Each batch is reduced to its patches' count, mean and scatter (products in float32 on
+  mean-shifted values, without materializing the patches), and these are merged across
+  batches in float64 inside a `tf.function` of plain TF ops; one batch is in memory at a
+  time. For a Dense first layer pass patch_size=(H, W): the single patch of an image is
+  the image flattened as by `Flatten`.
 
   Args:
-    images: float images [N, H, W, C] (array or tensor), processed `chunk_size` images at
-      a time; or a `tf.data.Dataset` of batches [B, H, W, C], or of dicts whose "image"
+    images: float images [N, H, W, C] (array or tensor, held whole by the device that
+      runs the function), processed `chunk_size` images at a time; or, for more data
+      than that, a `tf.data.Dataset` of batches [B, H, W, C] or of dicts whose "image"
       holds such batches. Values are used as given (preprocess them as the layer sees
       them); they are cast to float32.
     patch_size: kernel size of the layer, an int or (kh, kw).
@@ -357,14 +410,15 @@ def patch_covariance(images, patch_size: IntOrPair, stride: IntOrPair = 1,
   """
   patch_size = _pair(patch_size, "patch_size")
   stride = _pair(stride, "stride")
-  batches = _image_batches(images, chunk_size)
-  shape = batches.element_spec.shape
-  for size, extent, axis in zip(patch_size, shape[1:3], ("height", "width")):
-    if extent is not None and size > extent:
-      raise ValueError(f"patch_size must fit in the images, got {patch_size} for image "
-                       f"{axis} {extent}.")
-  count, mean, scatter = _dataset_moments(
-      batches, _patch_extractor(patch_size, shape[-1]), stride)
+  if isinstance(images, tf.data.Dataset):
+    count, mean, scatter = _dataset_moments(_image_batches(images, patch_size),
+                                            patch_size, stride)
+  else:
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+      raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}.")
+    images = tf.convert_to_tensor(images)
+    _check_image_shape(images.shape, patch_size)
+    count, mean, scatter = _tensor_moments(images, patch_size, stride, int(chunk_size))
   if count < 2:
     raise ValueError(f"images must yield at least 2 patches of patch_size {patch_size}, "
                      f"got {int(count)}; check the data set is not empty and its images "

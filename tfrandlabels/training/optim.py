@@ -50,8 +50,11 @@ def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, loss_scale=Fa
   return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
 
 
+def inner(optimizer):
+  """The optimizer that holds the learning rate (unwraps loss scaling)."""
+  return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def current_learning_rate(optimizer):
   """The learning rate the optimizer applies at its current iteration, as a float."""
-  inner = getattr(optimizer, "inner_optimizer", optimizer)
-  rate = inner.learning_rate
-  return float(rate(inner.iterations) if callable(rate) else rate)
+  return float(keras.ops.convert_to_numpy(inner(optimizer).learning_rate))

@@ -1,10 +1,24 @@
 """Chooses a tf.distribute strategy from one flag, so every run is the same code."""
+import socket
+
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
+def _check_reachable(tpu, timeout=10):
+  """Fails fast on a grpc:// address nobody answers (connecting would hang)."""
+  host, _, port = tpu[len("grpc://"):].rpartition(":")
+  try:
+    socket.create_connection((host, int(port)), timeout=timeout).close()
+  except (OSError, ValueError) as e:
+    raise ValueError(f"--tpu={tpu!r}: could not reach the TPU ({e}); pass its name, a "
+                     "grpc://host:port address, or 'local' on a TPU VM") from None
+
+
 def _tpu_strategy(tpu):
+  if tpu.startswith("grpc://"):
+    _check_reachable(tpu)
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
         tpu="" if tpu == "local" else tpu)

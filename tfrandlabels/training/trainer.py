@@ -99,6 +99,10 @@ def _eval_replica(model, batch):
   return tf.reduce_sum(per_example), tf.reduce_sum(correct), count
 
 
+def _all_finite(model):
+  return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
+
+
 class _Progress:
   """A progress bar on an interactive terminal, plain log lines otherwise."""
 
@@ -146,10 +150,12 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
       only); their values are added to the history record.
 
   Returns:
-    The last history record (step, loss, accuracy, learning_rate, eval_* ...).
+    (model, record): the trained model (this worker's replica) and the last history
+    record (step, loss, accuracy, learning_rate, images_per_second, eval_* ...).
 
   Raises:
-    TrainingDiverged: the loss became NaN or infinite.
+    TrainingDiverged: the loss or a weight became NaN or infinite; no checkpoint is
+      written after that, so the last one saved holds finite weights.
     ValueError: bad configuration, or model_dir holds another model's checkpoint.
   """
   config.validate()
@@ -181,13 +187,16 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, config.keep_checkpoints)
   _restore(tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), 1),
            checkpoint, model_dir)
+  if config.schedule == "constant":
+    # A restored constant rate is replaced by the configured one: the config rules.
+    optim.inner(optimizer).learning_rate = config.learning_rate
   start = int(step.numpy())
   history_path = os.path.join(model_dir, HISTORY)
   # Records past the checkpoint belong to steps that will be run again.
   history = [r for r in io.read_jsonl(history_path) if r["step"] <= start]
   if start >= config.steps:
     logging.info("%s: already trained %d steps; nothing to do", model_dir, start)
-    return history[-1] if history else {"step": start}
+    return model, (history[-1] if history else {"step": start})
 
   iterator = iter(strategy.distribute_datasets_from_function(train_input(start)))
 
@@ -227,6 +236,8 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
     num_steps = min(boundaries) - current
     losses, correct = (t.numpy() for t in train_loop(iterator, tf.constant(num_steps)))
     bad = np.flatnonzero(~np.isfinite(losses))
+    if not bad.size and not _all_finite(model):
+      bad = np.array([num_steps - 1])
     if bad.size:
       raise TrainingDiverged(
           f"loss is {losses[bad[0]]} at step {current + bad[0] + 1} (learning rate "
@@ -262,7 +273,7 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
       manager.save(checkpoint_number=current)
   if not chief:
     tf.io.gfile.rmtree(checkpoint_dir)
-  return record
+  return model, record
 
 
 def load_weights(model, model_dir):

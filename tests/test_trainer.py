@@ -1,0 +1,193 @@
+"""Trainer: strategies agree, workers stay in sync, killed runs resume exactly, memorization."""
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrandlabels import data
+from tfrandlabels import models
+from tfrandlabels.training import strategy as strategy_lib
+from tfrandlabels.training import trainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "trainer_worker.py")
+
+
+def _run_worker(*args, env=None, wait=True):
+  env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
+         "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+  process = subprocess.Popen([sys.executable, WORKER, *map(str, args)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  if wait:
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+  return process
+
+
+def _weights(path):
+  with np.load(path) as f:
+    return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+@pytest.fixture(scope="module")
+def reference(embedded_dir, tmp_path_factory):
+  """Eight deterministic steps on one device."""
+  folder = tmp_path_factory.mktemp("reference")
+  _run_worker(folder / "model", 8, "default", folder / "weights.npz")
+  return folder
+
+
+def test_mirrored_over_two_cpus_matches_one_device(reference, tmp_path):
+  _run_worker(tmp_path / "model", 8, "mirrored", tmp_path / "weights.npz", 2)
+  for a, b in zip(_weights(reference / "weights.npz"), _weights(tmp_path / "weights.npz")):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_multi_worker_runs_stay_in_sync(reference, tmp_path):
+  workers = [f"localhost:{p}" for p in _free_ports(2)]
+  processes = []
+  for i in range(2):
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+    processes.append(_run_worker(tmp_path / "model", 8, "multi_worker_mirrored",
+                                 tmp_path / f"weights{i}.npz",
+                                 env={"TF_CONFIG": json.dumps(tf_config)}, wait=False))
+  for process in processes:
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+  chief, other = _weights(tmp_path / "weights0.npz"), _weights(tmp_path / "weights1.npz")
+  for a, b in zip(chief, other):
+    np.testing.assert_array_equal(a, b)
+  # Each worker reads its own shard, so batches (and weights) differ from the
+  # one-device run; but training happened: the weights moved from initialization.
+  initial = models.build_model("simple_cnn", 10, (32, 32, 3), filters=16, hidden=16,
+                               seed=0).get_weights()
+  assert all(not np.allclose(a, b) for a, b in zip(initial[::2], chief[::2]))
+  assert not os.path.exists(tmp_path / "model" / "scratch" / "worker1")
+  history = [json.loads(line) for line in open(tmp_path / "model" / "history.jsonl")]
+  assert [r["step"] for r in history] == [2, 4, 6, 8]
+
+
+def test_killed_run_resumes_to_the_same_weights(reference, tmp_path):
+  model_dir = tmp_path / "model"
+  process = _run_worker(model_dir, 8, "default", tmp_path / "unused.npz", wait=False)
+  deadline = time.time() + 300
+  while not tf.train.latest_checkpoint(str(model_dir / "checkpoints")):
+    assert process.poll() is None and time.time() < deadline, "no checkpoint written"
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  interrupted_at = int(tf.train.latest_checkpoint(str(model_dir / "checkpoints")).split("-")[-1])
+  assert interrupted_at < 8  # Killed mid-run, not after finishing.
+  _run_worker(model_dir, 8, "default", tmp_path / "weights.npz")
+  for a, b in zip(_weights(reference / "weights.npz"), _weights(tmp_path / "weights.npz")):
+    np.testing.assert_array_equal(a, b)
+  steps = [json.loads(line)["step"] for line in open(model_dir / "history.jsonl")]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_finished_run_trains_no_more(reference):
+  before = os.path.getmtime(reference / "model" / "history.jsonl")
+  model, record = trainer.train(
+      model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), filters=16,
+                                          hidden=16, seed=0),
+      train_input=lambda start: pytest.fail("a finished run must not read data"),
+      config=trainer.TrainConfig(steps=8, batch_size=32), strategy=tf.distribute.get_strategy(),
+      model_dir=str(reference / "model"))
+  assert record["step"] == 8
+  assert os.path.getmtime(reference / "model" / "history.jsonl") == before
+  for a, b in zip(_weights(reference / "weights.npz"), model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_memorizes_random_labels(embedded_dir, tmp_path):
+  """Zhang et al. 2017: a network fits 1,000 images with random labels."""
+  def random_labelled():
+    return data.corrupt_labels(data.load("embedded", "train[:1000]", data_dir=embedded_dir),
+                               fraction=1.0, num_classes=10, seed=0)
+  model, _ = trainer.train(
+      model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), seed=0),
+      train_input=lambda start: data.make_input_fn(
+          random_labelled, global_batch_size=100, training=True, start_step=start),
+      eval_input=data.make_input_fn(
+          lambda: data.load("embedded", "test[:500]", data_dir=embedded_dir),
+          global_batch_size=100, training=False),
+      config=trainer.TrainConfig(steps=350, batch_size=100, learning_rate=0.02,
+                                 log_every=350, checkpoint_every=350, steps_per_loop=350),
+      strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))
+  def accuracy(ds):
+    batches = list(ds.batch(250).as_numpy_iterator())
+    return np.mean(np.concatenate([
+        np.argmax(model.predict_on_batch(b["image"].astype(np.float32) / 255), -1) == b["label"]
+        for b in batches]))
+  assert accuracy(random_labelled()) >= 0.95
+  test = data.load("embedded", "test[:500]", data_dir=embedded_dir)
+  assert accuracy(test) < 0.2  # Chance is 0.1: random labels teach nothing.
+
+
+def _tiny_train(tmp_path, **overrides):
+  x = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
+  source = lambda: tf.data.Dataset.from_tensor_slices({
+      "image": (np.abs(x) * 40).astype(np.uint8), "label": np.arange(64, dtype=np.int64) % 2,
+      "index": np.arange(64, dtype=np.int64)})
+  settings = dict(steps=4, batch_size=16, steps_per_loop=1, log_every=1, checkpoint_every=1)
+  settings.update(overrides)
+  return trainer.train(
+      model_fn=lambda: models.build_model("mlp", 2, (4, 4, 1), widths=(8,), seed=0),
+      train_input=lambda start: data.make_input_fn(source, global_batch_size=16,
+                                                   training=True, start_step=start),
+      config=trainer.TrainConfig(**settings), strategy=tf.distribute.get_strategy(),
+      model_dir=str(tmp_path))
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  _tiny_train(tmp_path, steps=2)
+  with pytest.raises(trainer.TrainingDiverged, match=r"at step \d+ \(learning rate 1e\+30\)"):
+    _tiny_train(tmp_path, steps=50, learning_rate=1e30)
+  latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+  reader = tf.train.load_checkpoint(latest)
+  for name in reader.get_variable_to_shape_map():
+    value = reader.get_tensor(name)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+      assert np.all(np.isfinite(value)), name
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+  _tiny_train(tmp_path, steps=1)
+  with pytest.raises(ValueError, match="holds a checkpoint of another model"):
+    trainer.train(
+        model_fn=lambda: models.build_model("mlp", 2, (4, 4, 1), widths=(5, 5), seed=0),
+        train_input=lambda start: None, config=trainer.TrainConfig(steps=4, batch_size=16),
+        strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: strategy_lib.make_strategy("gpu_farm"), "--strategy='gpu_farm' is not one of"),
+    (lambda: strategy_lib.make_strategy("tpu"), "--strategy=tpu needs --tpu"),
+    (lambda: strategy_lib.make_strategy("tpu", tpu="grpc://127.0.0.1:1"),
+     "--tpu='grpc://127.0.0.1:1': could not reach the TPU"),
+    (lambda: trainer.TrainConfig(optimizer="lbfgs").validate(), "optimizer='lbfgs' is not one"),
+    (lambda: trainer.TrainConfig(schedule="linear").validate(), "schedule='linear' is not one"),
+    (lambda: trainer.TrainConfig(precision="fp8").validate(), "precision='fp8' is not one"),
+    (lambda: trainer.TrainConfig(steps=0).validate(), "steps=0 must be >= 1"),
+])
+def test_bad_configuration(call, message):
+  with pytest.raises(ValueError, match=message):
+    call()
