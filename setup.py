@@ -16,6 +16,7 @@ setuptools.setup(
         "absl-py>=1.0",
         "matplotlib>=3.5",
         "numpy>=1.23",
+        "scipy>=1.7,<2",  # tf-keras-vis imports scipy.ndimage.interpolation (gone in 2.0).
         "importlib_resources",  # Needed by tensorflow-datasets, which does not declare it.
         "Pillow",
         # The `embedded` data set is built from the sample photographs shipped in this

@@ -5,5 +5,6 @@ from tfrandlabels.data.corruption import corrupt_inputs
 from tfrandlabels.data.corruption import corrupt_labels
 from tfrandlabels.data.corruption import realized_fraction
 from tfrandlabels.data.pipeline import make_input_fn
+from tfrandlabels.data.sources import example_ranges
 from tfrandlabels.data.sources import load
 from tfrandlabels.data.sources import num_classes

@@ -133,9 +133,16 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
             x["image"], tf.stack([epoch_seed[0] * 1_000_003 + e, x["index"]]))})
 
       ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(offset)
-    ds = ds.map(lambda e: {**e, "image": preprocess(e["image"])},
-                num_parallel_calls=tf.data.AUTOTUNE)
+    def preprocess_images(e):
+      return {**e, "image": preprocess(e["image"])}
+
+    # Resizing needs single images (sizes may vary); otherwise preprocess whole
+    # batches, which is several times faster than one example at a time.
+    if image_size is not None:
+      ds = ds.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=drop_remainder)
+    if image_size is None:
+      ds = ds.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
     if frequency_mask is not None:
       mask = tf.constant(frequency_mask, tf.float32)
       ds = ds.map(lambda b: {**b, "image": frequency.apply_mask(b["image"], mask)},

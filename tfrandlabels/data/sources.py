@@ -110,6 +110,33 @@ def _with_index(builder, instruction, offset):
                                                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _prepared_builder(name, split, data_dir):
+  """Validates name and split, prepares the data set once, and returns its builder."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"name={name!r} must be a non-empty string")
+  names = _parse_split(split)
+  builder = _builder(name, data_dir)
+  if builder.info.splits:
+    _check_split_names(names, builder.info.splits, split, name)
+  if not name.startswith(FOLDER_PREFIX):
+    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+      _check_manual_download(builder, name)
+    builder.download_and_prepare()
+    _check_split_names(names, builder.info.splits, split, name)
+  return builder
+
+
+def example_ranges(name, split, data_dir=None):
+  """The examples a split string selects, as (split name, start, stop) triples.
+
+  Lets a caller check that two splits (upstream and downstream) are disjoint.
+  """
+  builder = _prepared_builder(name, split, data_dir)
+  return [(i.splitname, i.from_ or 0, i.to if i.to is not None else
+           builder.info.splits[i.splitname].num_examples)
+          for i in tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)]
+
+
 def load(name, split, data_dir=None):
   """Loads a labelled image data set as dict elements with a stable `index`.
 
@@ -126,17 +153,7 @@ def load(name, split, data_dir=None):
   Raises:
     ValueError: unknown data set, bad split, missing manual download, bad folder.
   """
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"name={name!r} must be a non-empty string")
-  names = _parse_split(split)
-  builder = _builder(name, data_dir)
-  if builder.info.splits:
-    _check_split_names(names, builder.info.splits, split, name)
-  if not name.startswith(FOLDER_PREFIX):
-    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
-      _check_manual_download(builder, name)
-    builder.download_and_prepare()
-    _check_split_names(names, builder.info.splits, split, name)
+  builder = _prepared_builder(name, split, data_dir)
   sizes = _split_sizes(builder)
   instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
   # Several split names (`train+test`): later ones are offset past earlier ones.

@@ -1,0 +1,110 @@
+"""Tests for tfrandlabels.analysis.curves against hand computations."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tfrandlabels.analysis import curves
+
+
+def record(step, accuracy, loss, **extra):
+  return {"step": step, "accuracy": accuracy, "loss": loss, **extra}
+
+
+def test_mean_ci95_matches_student_t_by_hand():
+  values = np.array([[1.0, 10.0], [2.0, 14.0], [4.0, 9.0]])
+  mean, half_width = curves.mean_ci95(values)
+  for j in range(values.shape[1]):
+    column = values[:, j]
+    sd = math.sqrt(sum((v - column.mean()) ** 2 for v in column) / (len(column) - 1))
+    expected = stats.t.ppf(0.975, len(column) - 1) * sd / math.sqrt(len(column))
+    assert mean[j] == pytest.approx(column.mean())
+    assert half_width[j] == pytest.approx(expected)
+  # Two seeds: t_{0.975, 1} = 12.706..., so the interval is wide.
+  _, two = curves.mean_ci95([[0.0], [1.0]])
+  assert two[0] == pytest.approx(12.7062047 * math.sqrt(0.5) / math.sqrt(2), rel=1e-6)
+
+
+def test_mean_ci95_single_seed_has_zero_width():
+  mean, half_width = curves.mean_ci95([[0.3, 0.7]])
+  np.testing.assert_allclose(mean, [0.3, 0.7])
+  np.testing.assert_array_equal(half_width, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0], np.zeros((0, 3)), np.zeros((2, 2, 2))])
+def test_mean_ci95_rejects_bad_shapes(values):
+  with pytest.raises(ValueError, match="values must be a \\[seeds, points\\]"):
+    curves.mean_ci95(values)
+
+
+def test_learning_curves_align_on_common_steps():
+  histories = [
+      [record(10, 0.2, 2.0), record(20, 0.5, 1.0), record(30, 0.9, 0.5)],
+      [record(20, 0.7, 0.8), record(10, 0.4, 1.6)],  # shorter and out of order
+  ]
+  result = curves.learning_curves(histories)
+  assert result["step"] == [10, 20]
+  mean, half_width = curves.mean_ci95([[0.2, 0.5], [0.4, 0.7]])
+  np.testing.assert_allclose(result["accuracy_mean"], mean)
+  np.testing.assert_allclose(result["accuracy_ci95"], half_width)
+  np.testing.assert_allclose(result["loss_mean"], [1.8, 0.9])
+  assert set(result) == {"step", "accuracy_mean", "accuracy_ci95", "loss_mean", "loss_ci95"}
+  json.dumps(result)  # plain lists of Python numbers
+  assert all(type(s) is int for s in result["step"])
+  assert all(type(v) is float for v in result["loss_ci95"])
+
+
+def test_learning_curves_skip_records_without_the_key_and_keep_the_last_duplicate():
+  histories = [
+      [record(10, 0.1, 2.0), record(20, 0.3, 1.0, eval_accuracy=0.25),
+       record(20, 0.35, 0.9, eval_accuracy=0.3)],
+      [record(10, 0.2, 1.5, eval_accuracy=0.1), record(20, 0.4, 0.7, eval_accuracy=0.5)],
+  ]
+  result = curves.learning_curves(histories, keys=("eval_accuracy",))
+  assert result["step"] == [20]
+  np.testing.assert_allclose(result["eval_accuracy_mean"], [0.4])
+
+
+@pytest.mark.parametrize("histories, keys, match", [
+    ([], ("accuracy",), "histories must hold"),
+    ([[record(10, 0.1, 1.0)], [record(20, 0.2, 1.0)]], ("accuracy",), "share no step"),
+    ([[record(10, 0.1, 1.0)]], "accuracy", "keys must be a non-empty sequence"),
+])
+def test_learning_curves_bad_input(histories, keys, match):
+  with pytest.raises(ValueError, match=match):
+    curves.learning_curves(histories, keys)
+
+
+def test_steps_to_target_is_the_first_logged_step_at_or_above():
+  history = [record(30, 0.95, 0.1), record(10, 0.5, 1.0), record(20, 0.9, 0.3),
+             {"step": 25, "loss": 0.2}]
+  assert curves.steps_to_target(history, 0.9) == 20
+  assert curves.steps_to_target(history, 0.91) == 30
+  assert curves.steps_to_target(history, 0.99) is None
+  assert curves.steps_to_target(history, 0.25, key="loss") == 10
+  assert curves.steps_to_target([], 0.5) is None
+
+
+@pytest.mark.parametrize("target", [float("nan"), "0.9", None, True])
+def test_steps_to_target_rejects_bad_target(target):
+  with pytest.raises(ValueError, match="target must be a finite number"):
+    curves.steps_to_target([record(10, 0.5, 1.0)], target)
+
+
+def test_speedup_is_ratio_of_means():
+  assert curves.speedup([100, 300], [50, 50]) == pytest.approx(4.0)
+  assert curves.speedup([100], [400]) == pytest.approx(0.25)
+  assert curves.speedup([100, None], [50, 50]) is None
+  assert curves.speedup([100, 200], [None, 50]) is None
+
+
+@pytest.mark.parametrize("scratch, variant, match", [
+    ([], [10], "scratch_steps must hold"),
+    ([10], [], "variant_steps must hold"),
+    ([10], [0], "steps to target must be > 0"),
+])
+def test_speedup_bad_input(scratch, variant, match):
+  with pytest.raises(ValueError, match=match):
+    curves.speedup(scratch, variant)

@@ -1,0 +1,1 @@
+"""The pipeline: stages (pretrain, finetune, analyze, report), their artifacts and the report."""
