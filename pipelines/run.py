@@ -22,7 +22,7 @@ from absl import logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_FLAGFILE = os.path.join(REPO, "quick.cfg")
-STAGES = ("pretrain", "finetune", "analyze", "report")
+STAGES = ("pretrain", "finetune", "analyze", "gaussian", "report")
 SPLIT = re.compile(r"^[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?(\+[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?)*$")
 
 # Imported after absl flags are defined would be nicer, but these names only define
@@ -36,7 +36,7 @@ from tfrandlabels.training.transfer import VARIANTS  # pylint: disable=g-import-
 
 # Where and how.
 flags.DEFINE_string("workdir", "workdir/quick", "Output folder (local, gs:// or ram://).")
-flags.DEFINE_list("stages", list(STAGES), f"Stages to run, in order: {', '.join(STAGES)}.")
+flags.DEFINE_list("stages", ["pretrain", "finetune", "analyze", "report"], f"Stages to run, in order: {', '.join(STAGES)}.")
 flags.DEFINE_bool("force", False, "Redo the selected stages, discarding their outputs, even "
                   "if the workdir holds a run with other flags.")
 flags.DEFINE_enum("strategy", "auto", STRATEGIES, "tf.distribute strategy.")
@@ -84,6 +84,9 @@ flags.DEFINE_integer("eval_every", 0, "Steps between test evaluations (0: at the
 flags.DEFINE_float("target_accuracy", 0.9, "Train accuracy whose first crossing defines "
                    "the steps-to-target and speed-up.")
 flags.DEFINE_integer("attribution_images", 4, "Test images in the attribution figure.")
+flags.DEFINE_list("gaussian_settings", ["10:1.0-1.9:2048x256:10000"],
+                  "Stage gaussian: DIM:LOW-HIGH:WIDTHS:SAMPLES, Sigma_x = diag(LOW..HIGH).")
+flags.DEFINE_integer("gaussian_steps", 2000, "Stage gaussian: training steps per setting.")
 
 FLAGS = flags.FLAGS
 EXPERIMENT_FLAGS = [flag.name for flag in FLAGS.get_flags_for_module(sys.modules[__name__])]
@@ -94,6 +97,15 @@ def _ints(values):
     return [int(v) for v in values]
   except ValueError:
     return None
+
+
+def _gaussian_ok(text):
+  from tfrandlabels.pipeline import stages  # pylint: disable=g-import-not-at-top
+  try:
+    stages.parse_gaussian_setting(text)
+  except ValueError:
+    return False
+  return True
 
 
 def _register_validators():
@@ -116,8 +128,11 @@ def _register_validators():
       ("image_size", lambda v: v is None or v >= 8, "must be >= 8"),
       ("attribution_images", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
       ("workdir", bool, "must be a folder path"),
+      ("gaussian_settings", lambda v: bool(v) and all(_gaussian_ok(x) for x in v),
+       "must be a comma list of DIM:LOW-HIGH:WIDTHS:SAMPLES, e.g. 30:0.1-3.0:2048x256:10000"),
   ]
-  for name in ("batch_size", "pretrain_steps", "finetune_steps", "steps_per_loop",
+  for name in ("batch_size", "pretrain_steps", "finetune_steps", "gaussian_steps",
+               "steps_per_loop",
                "log_every", "checkpoint_every"):
     checks.append((name, lambda v: v >= 1, "must be >= 1"))
   checks.append(("eval_every", lambda v: v >= 0, "must be >= 0 (0: at the end only)"))

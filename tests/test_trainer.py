@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfrandlabels import data
 from tfrandlabels import models
+from tfrandlabels.analysis import alignment
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
 
@@ -140,6 +141,21 @@ def test_memorizes_random_labels(embedded_dir, tmp_path):
   assert accuracy(random_labelled()) >= 0.95
   test = data.load("embedded", "test[:500]", data_dir=embedded_dir)
   assert accuracy(test) < 0.2  # Chance is 0.1: random labels teach nothing.
+  # Maennel et al.: even random labels align the first layer with the data's principal
+  # components. At initialization both scores are alike; after training the score in
+  # the data's eigenbasis is far below the one in random bases.
+  images = np.stack([e["image"] for e in random_labelled().as_numpy_iterator()]) / 255.0
+  _, sigma_x = alignment.patch_covariance(images.astype(np.float32), 3)
+
+  def scores(network):
+    sigma_w = alignment.filter_covariance(models.weight_layers(network)[0].kernel.numpy())
+    return (alignment.misalignment(sigma_x, sigma_w),
+            alignment.random_basis_misalignment(sigma_w, seed=0))
+
+  initial, initial_random = scores(models.build_model("simple_cnn", 10, (32, 32, 3), seed=0))
+  trained, trained_random = scores(model)
+  assert initial > 0.8 * initial_random
+  assert trained < 0.5 * trained_random
 
 
 def _tiny_train(tmp_path, **overrides):

@@ -69,11 +69,35 @@ def eigenfilter_figure(alignment):
   return fig
 
 
-def figures(alignment):
+def gaussian_figure(gaussian):
+  """f(sigma) of the first layer for each Gaussian setting (Fig. 4 left, App. E.1)."""
+  fig, axes = plt.subplots(1, len(gaussian), figsize=(4.5 * len(gaussian), 3.6),
+                           squeeze=False)
+  for ax, (name, run) in zip(axes[0], gaussian.items()):
+    for i in _snapshots(run):
+      ax.plot(run["sigma"], run["transfer_function"][i], marker=".",
+              label=f"step {run['step'][i]}")
+    ax.set(xlabel="sigma", ylabel="f(sigma)",
+           title=f"d={run['dim']}, widths {'/'.join(map(str, run['widths']))}, "
+                 f"n={run['samples']}")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def figures(alignment, gaussian=None):
   """name -> (caption, Figure) for the report, in reading order."""
+  result = {}
+  if gaussian:
+    result["gaussian"] = (
+        "Gaussian inputs with random labels (Maennel et al., Fig. 4 left and App. E.1): "
+        "the first layer's transfer function f(sigma) of a 2-hidden-layer network trained "
+        "on x ~ N(0, Sigma_x), Sigma_x diagonal, at several points of training. Its shape "
+        "is what the weights learned about the data covariance from random labels alone.",
+        gaussian_figure(gaussian))
   if not alignment:
-    return {}
-  return {
+    return result
+  return {**result,
       "transfer_function": (
           "Transfer function f(sigma) of the first layer at several points of training. "
           "Each point is a principal direction of the layer's input patches; f says how "

@@ -83,8 +83,8 @@ def _ordered_variants(results: Mapping) -> Dict[str, Mapping]:
   _require(results, ("config", "target_accuracy", "pretrain", "variants"), "results",
            _RESULTS_HINT)
   variants = results["variants"]
-  if not isinstance(variants, Mapping) or not variants:
-    raise ValueError("results['variants'] must map at least one run name to its results.")
+  if not isinstance(variants, Mapping):
+    raise ValueError("results['variants'] must map run names to their results.")
   for name, entry in variants.items():
     _require(entry, _VARIANT_KEYS, f"results['variants'][{name!r}]", _RESULTS_HINT)
     _require(entry["curve"], _CURVE_KEYS, f"results['variants'][{name!r}]['curve']",
@@ -116,14 +116,17 @@ def _learning_curve_figure(variants: Mapping[str, Mapping], target: float) -> Fi
       mean = np.asarray(curve[f"{metric}_mean"], dtype=np.float64)
       half_width = np.asarray(curve[f"{metric}_ci95"], dtype=np.float64)
       axes.plot(steps, mean, color=color, label=f"{name} ({len(entry['seeds'])} seeds)")
-      axes.fill_between(steps, mean - half_width, mean + half_width, color=color, alpha=0.2,
-                        linewidth=0)
+      # Loss is drawn on a log scale (an early spike would flatten the rest), so its
+      # band is clipped above zero.
+      lower = mean - half_width if metric == "accuracy" else np.maximum(mean - half_width,
+                                                                        1e-3)
+      axes.fill_between(steps, lower, mean + half_width, color=color, alpha=0.2, linewidth=0)
   accuracy_axes.axhline(target, color="black", linestyle="--", linewidth=1,
                         label=f"target accuracy {target:g}")
   accuracy_axes.set(xlabel="iteration (finetuning step)", ylabel="train accuracy",
                     title="Train accuracy", ylim=(0, 1.02))
   loss_axes.set(xlabel="iteration (finetuning step)", ylabel="train loss (cross-entropy)",
-                title="Train loss")
+                title="Train loss", yscale="log")
   for axes in (accuracy_axes, loss_axes):
     axes.grid(alpha=0.3)
   accuracy_axes.legend(loc="lower right", fontsize="small")
@@ -346,13 +349,17 @@ def write_report(workdir: str, results: Mapping, attribution: Optional[Mapping] 
   target = results["target_accuracy"]
   log_every = results["config"].get("log_every")
   interval = f" every {log_every} steps" if log_every else ""
-  body = [f"<h1>{_text('Transfer after pretraining on random labels')}</h1>",
-          _introduction(variants),
-          "<h2>Configuration</h2>",
-          _paragraph("The flags of the run (pipelines/run.py) that produced these results."),
-          _table(["flag", "value"], [[_text(key), _text(_config_value(value))]
-                                     for key, value in sorted(results["config"].items())]),
-          _pretrain_section(results["pretrain"]),
+  body = [f"<h1>{_text('What the networks learned')}</h1>"]
+  if variants:
+    body.append(_introduction(variants))
+  body += ["<h2>Configuration</h2>",
+           _paragraph("The flags of the run (pipelines/run.py) that produced these results."),
+           _table(["flag", "value"], [[_text(key), _text(_config_value(value))]
+                                      for key, value in sorted(results["config"].items())])]
+  if results["pretrain"].get("steps") is not None:
+    body.append(_pretrain_section(results["pretrain"]))
+  if variants:
+    body += [
           "<h2>Learning curves</h2>",
           _figure_html(workdir, LEARNING_CURVES,
                        _png(_learning_curve_figure(variants, target)),

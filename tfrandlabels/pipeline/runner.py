@@ -12,10 +12,11 @@ from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import transfer
 
 STAGES = {"pretrain": stages.pretrain, "finetune": stages.finetune,
-          "analyze": stages.analyze, "report": stages.report}
+          "analyze": stages.analyze, "gaussian": stages.gaussian, "report": stages.report}
 # What --force discards for each stage, relative to the workdir.
 OUTPUTS = {"pretrain": ["pretrain"], "finetune": ["finetune"],
            "analyze": ["analyze", "results.json"],
+           "gaussian": ["gaussian", "gaussian.json"],
            "report": ["report", "report.html", "figures"]}
 
 
@@ -25,6 +26,8 @@ def _overlap(a, b):
 
 def check(cfg):
   """Cross-flag checks that need the data or the model; raises ValueError."""
+  if not set(cfg.stages) & {"pretrain", "finetune", "analyze"}:
+    return
   up = data.example_ranges(cfg.dataset, cfg.upstream_split, cfg.data_dir)
   down = data.example_ranges(cfg.dataset, cfg.downstream_split, cfg.data_dir)
   if _overlap(up, down):

@@ -25,6 +25,7 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels import io
 from tfrandlabels import models
+from tfrandlabels.data import synthetic
 from tfrandlabels.analysis import alignment
 from tfrandlabels.analysis import attribution
 from tfrandlabels.analysis import curves
@@ -38,6 +39,7 @@ from tfrandlabels.training import transfer
 # Sigma_x is tracked during training only when the first layer sees at most this many
 # inputs per unit (a 3x3x3 conv sees 27; a dense layer on a 32x32x3 image 3072).
 MAX_TRACKED_DIM = 1024
+VARIANT_ORDER = ("scratch", "pretrained", "no_rescaling", "covariance")
 
 
 @dataclasses.dataclass
@@ -345,8 +347,11 @@ def _attribution(ctx, results):
   stats = normalization(ctx)
   inputs = data.pipeline.make_preprocess(mean=stats["mean"], std=stats["std"])(images).numpy()
   seed = cfg.seeds[0]
-  names = [n for n in results["variants"] if n == "scratch"]
-  names += [n for n in results["variants"] if n != "scratch"][:1]
+  # Scratch next to the paper's main variant (or whichever transfer variant ran),
+  # each at its smallest transfer depth.
+  transferred = sorted((VARIANT_ORDER.index(v["variant"]), v["transfer_layers"], n)
+                       for n, v in results["variants"].items() if n != "scratch")
+  names = [n for n in results["variants"] if n == "scratch"] + [t[2] for t in transferred[:1]]
   maps = {}
   for name in names:
     model = trainer.load_weights(build(cfg, num_classes(cfg), seed),
@@ -359,9 +364,14 @@ def _attribution(ctx, results):
 def report(ctx):
   """Renders results.json, attribution maps and alignment figures into report.html."""
   results = io.read_json(ctx.path("results.json"))
+  gaussian_summary = io.read_json(ctx.path("gaussian.json"))
+  if results is None and gaussian_summary is None:
+    raise ValueError("--stages=report: no results.json or gaussian.json in --workdir; run "
+                     "--stages=analyze (or gaussian) first")
   if results is None:
-    raise ValueError("--stages=report: no results.json in --workdir; run --stages=analyze "
-                     "first")
+    results = {"config": dict(sorted(vars(ctx.cfg).items())), "pretrain": {},
+               "target_accuracy": ctx.cfg.target_accuracy, "variants": {}}
+  results = {**results, "gaussian": gaussian_summary}
   folder = ctx.path("report")
   fingerprint = {"results": hashlib.sha256(
       json.dumps(results, sort_keys=True).encode()).hexdigest()}
@@ -372,7 +382,68 @@ def report(ctx):
   if not ctx.chief:
     return
   path = report_lib.write_report(
-      ctx.cfg.workdir, results, attribution=_attribution(ctx, results),
-      alignment_figures=alignment_figures.figures(results.get("alignment")))
+      ctx.cfg.workdir, results,
+      attribution=_attribution(ctx, results) if results["variants"] else None,
+      alignment_figures=alignment_figures.figures(results.get("alignment"),
+                                                  results["gaussian"]))
   artifacts.mark_done(folder, fingerprint)
   logging.info("report: wrote %s", path)
+
+
+def parse_gaussian_setting(text):
+  """Parses DIM:LOW-HIGH:WIDTHS:SAMPLES, e.g. 30:0.1-3.0:2048x256:10000.
+
+  Sigma_x = diag(LOW, ..., HIGH) in DIM equal steps; WIDTHS are the hidden layers.
+  """
+  try:
+    dim, ladder, widths, samples = text.split(":")
+    low, high = (float(v) for v in ladder.split("-"))
+    setting = {"dim": int(dim), "low": low, "high": high,
+               "widths": [int(w) for w in widths.split("x")], "samples": int(samples)}
+  except ValueError:
+    raise ValueError(f"--gaussian_settings: {text!r} is not DIM:LOW-HIGH:WIDTHS:SAMPLES, "
+                     "e.g. 30:0.1-3.0:2048x256:10000") from None
+  synthetic.variance_ladder(setting["dim"], low, high)
+  if min(setting["widths"]) < 1 or setting["samples"] < 1:
+    raise ValueError(f"--gaussian_settings: {text!r} needs widths and samples >= 1")
+  return setting
+
+
+def gaussian(ctx):
+  """Maennel et al., Fig. 4 left / App. E.1: Gaussian inputs, random labels, an MLP.
+
+  For each of --gaussian_settings trains `mlp` on x ~ N(0, diag(LOW..HIGH)) with
+  labels uniform over 10 classes and tracks the first layer's transfer function
+  f(sigma_i) = sqrt(v_i' Sigma_w v_i); writes workdir/gaussian.json.
+  """
+  cfg = ctx.cfg
+  summary = {}
+  for text in cfg.gaussian_settings:
+    setting = parse_gaussian_setting(text)
+    name = "d{dim}_w{w}_n{samples}".format(w="x".join(map(str, setting["widths"])), **setting)
+    folder = ctx.path("gaussian", name)
+    variances = synthetic.variance_ladder(setting["dim"], setting["low"], setting["high"])
+    source = functools.partial(synthetic.gaussian_random_labels, variances,
+                               setting["samples"], 10, cfg.label_seed)
+    if artifacts.is_done(folder):
+      logging.info("gaussian: %s already done; skipping", name)
+    else:
+      logging.info("gaussian: %s -> %s", name, folder)
+      _, record = trainer.train(
+          model_fn=lambda s=setting: models.build_model(
+              "mlp", 10, (s["dim"],), widths=s["widths"], init_scale=cfg.init_scale,
+              seed=cfg.pretrain_seed),
+          train_input=lambda start, source=source: data.make_input_fn(
+              source, global_batch_size=cfg.batch_size, training=True,
+              seed=cfg.pretrain_seed, start_step=start, mean=[0.0], std=[1.0]),
+          config=train_config(cfg, cfg.gaussian_steps, cfg.pretrain_seed),
+          strategy=ctx.strategy, model_dir=folder,
+          hooks=[hooks.AlignmentHook(np.diag(variances), seed=cfg.label_seed)])
+      if ctx.chief:
+        artifacts.mark_done(folder, record)
+    track = _alignment_track(io.read_jsonl(os.path.join(folder, trainer.HISTORY)))
+    summary[name] = {**setting, "sigma": np.sqrt(np.sort(variances)[::-1]).tolist(),
+                     "final_train_accuracy": artifacts.done_summary(folder)["accuracy"],
+                     **track}
+  if ctx.chief:
+    io.write_json(ctx.path("gaussian.json"), summary)
