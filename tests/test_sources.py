@@ -99,9 +99,8 @@ def test_bad_input_is_refused_without_writing(tmp_path, name, split, message):
   data_dir.mkdir()
   with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
     data.load(name, split, data_dir=str(data_dir))
-  if name != "embedded":
-    assert not list(data_dir.rglob("*.tfrecord*"))
-    assert not list(data_dir.rglob("dataset_info.json"))
+  assert not list(data_dir.rglob("*.tfrecord*"))
+  assert not list(data_dir.rglob("dataset_info.json"))
 
 
 def test_bad_folders(tmp_path):

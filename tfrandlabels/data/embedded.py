@@ -111,6 +111,7 @@ class Embedded(tfds.core.GeneratorBasedBuilder):
   """TFDS builder of the `embedded` data set (see the module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
+  SPLIT_NAMES = ("train", "test")
   RELEASE_NOTES = {"1.0.0": "10 classes of crops of scikit-image 0.26.0 photographs."}
 
   def _info(self):

@@ -116,8 +116,11 @@ def _prepared_builder(name, split, data_dir):
     raise ValueError(f"name={name!r} must be a non-empty string")
   names = _parse_split(split)
   builder = _builder(name, data_dir)
-  if builder.info.splits:
-    _check_split_names(names, builder.info.splits, split, name)
+  # Known before preparing (a prepared set, or a builder that declares its splits), so
+  # a bad split name is refused before anything is written to data_dir.
+  known = builder.info.splits or getattr(builder, "SPLIT_NAMES", None)
+  if known:
+    _check_split_names(names, known, split, name)
   if not name.startswith(FOLDER_PREFIX):
     if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
       _check_manual_download(builder, name)

@@ -132,7 +132,7 @@ def make_input(ctx, source, *, training, seed=0, start_step=0):
       functools.partial(source, cfg), global_batch_size=cfg.batch_size, training=training,
       seed=seed, start_step=start_step, augment=cfg.augment and training,
       mean=stats["mean"], std=stats["std"], image_size=size,
-      drop_remainder=training or cfg.strategy == "tpu")
+      drop_remainder=training or cfg.strategy == "tpu" or bool(cfg.tpu))
 
 
 # --- models -------------------------------------------------------------------------
