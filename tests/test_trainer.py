@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -207,3 +208,13 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 def test_bad_configuration(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+@pytest.mark.parametrize("precision, compute", [("mixed_float16", "float16"),
+                                                ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_trains_with_float32_weights(tmp_path, precision, compute):
+  model, record = _tiny_train(tmp_path, precision=precision, steps=4)
+  assert np.isfinite(record["loss"]) and record["step"] == 4
+  dense = models.weight_layers(model)[0]
+  assert dense.compute_dtype == compute and dense.kernel.dtype == "float32"
+  assert keras.mixed_precision.global_policy().name == "float32"  # Restored after.
