@@ -12,27 +12,23 @@ Rerunning a command continues where it stopped and skips finished work; --force 
 the selected stages. Outputs: <workdir>/results.json, report.html, flags.json.
 """
 import os
-import re
 import sys
 import types
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from tfrandlabels.data.corruption import LABEL_MODES
+from tfrandlabels.data.sources import parse_split
+from tfrandlabels.models import available_models
+from tfrandlabels.training.optim import OPTIMIZERS, SCHEDULES
+from tfrandlabels.training.strategy import STRATEGIES
+from tfrandlabels.training.trainer import PRECISIONS
+from tfrandlabels.training.transfer import VARIANTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_FLAGFILE = os.path.join(REPO, "quick.cfg")
 STAGES = ("pretrain", "finetune", "analyze", "gaussian", "report")
-SPLIT = re.compile(r"^[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?(\+[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?)*$")
-
-# Imported after absl flags are defined would be nicer, but these names only define
-# constants and do not touch devices.
-from tfrandlabels.data.corruption import LABEL_MODES  # pylint: disable=g-import-not-at-top
-from tfrandlabels.models import available_models  # pylint: disable=g-import-not-at-top
-from tfrandlabels.training.optim import OPTIMIZERS, SCHEDULES  # pylint: disable=g-import-not-at-top
-from tfrandlabels.training.strategy import STRATEGIES  # pylint: disable=g-import-not-at-top
-from tfrandlabels.training.trainer import PRECISIONS  # pylint: disable=g-import-not-at-top
-from tfrandlabels.training.transfer import VARIANTS  # pylint: disable=g-import-not-at-top
 
 # Where and how.
 flags.DEFINE_string("workdir", "workdir/quick", "Output folder (local, gs:// or ram://).")
@@ -99,6 +95,14 @@ def _ints(values):
     return None
 
 
+def _split_ok(text):
+  try:
+    parse_split(text)
+  except ValueError:
+    return False
+  return True
+
+
 def _gaussian_ok(text):
   from tfrandlabels.pipeline import stages  # pylint: disable=g-import-not-at-top
   try:
@@ -137,7 +141,7 @@ def _register_validators():
     checks.append((name, lambda v: v >= 1, "must be >= 1"))
   checks.append(("eval_every", lambda v: v >= 0, "must be >= 0 (0: at the end only)"))
   for name in ("upstream_split", "downstream_split", "test_split"):
-    checks.append((name, lambda v: bool(SPLIT.match(v)),
+    checks.append((name, _split_ok,
                    "must be a split such as train, train[:20000], train[25000:], test[:10%]"))
   for name, check, message in checks:
     flags.register_validator(name, check, message=f"--{name} {message}")

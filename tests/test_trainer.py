@@ -1,5 +1,4 @@
 """Trainer: strategies agree, workers stay in sync, killed runs resume exactly, memorization."""
-import functools
 import json
 import os
 import signal

@@ -24,7 +24,7 @@ _SPLIT_PART = re.compile(r"^[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?$")
 del embedded
 
 
-def _parse_split(split):
+def parse_split(split):
   """Returns the split names in `split`, or raises ValueError on bad syntax."""
   parts = split.split("+") if isinstance(split, str) else [None]
   if not all(part and _SPLIT_PART.match(part.strip()) for part in parts):
@@ -114,7 +114,7 @@ def _prepared_builder(name, split, data_dir):
   """Validates name and split, prepares the data set once, and returns its builder."""
   if not isinstance(name, str) or not name:
     raise ValueError(f"name={name!r} must be a non-empty string")
-  names = _parse_split(split)
+  names = parse_split(split)
   builder = _builder(name, data_dir)
   # Known before preparing (a prepared set, or a builder that declares its splits), so
   # a bad split name is refused before anything is written to data_dir.
