@@ -360,26 +360,26 @@ def write_report(workdir: str, results: Mapping, attribution: Optional[Mapping] 
     body.append(_pretrain_section(results["pretrain"]))
   if variants:
     body += [
-          "<h2>Learning curves</h2>",
-          _figure_html(workdir, LEARNING_CURVES,
-                       _png(_learning_curve_figure(variants, target)),
-                       f"Train accuracy (left) and train loss (right) during finetuning, one "
-                       f"line per run: the mean over seeds, with the shaded band its 95% "
-                       f"confidence interval (Student t; no band for a single seed). The "
-                       f"dashed line is the target accuracy {target:g}. A curve that rises "
-                       f"earlier than scratch means the transferred layers speed up "
-                       f"learning. Accuracy is the mean over the steps since the previous "
-                       f"record, logged{interval}."),
-          "<h2>Speed-up</h2>",
-          _paragraph(f"Steps to target is the first logged step at which a run's train "
-                     f"accuracy reaches {target:g}, accurate to the logging interval. The "
-                     f"speed-up is the mean steps to target of scratch divided by that of "
-                     f"the run: above 1 the run reaches the target in fewer steps than "
-                     f"training from scratch, below 1 it is slower. 'not reached' means at "
-                     f"least one seed never reached the target, so no mean exists. Final "
-                     f"test accuracy is measured on the held-out split at the end of "
-                     f"finetuning."),
-          _speedup_table(variants)]
+        "<h2>Learning curves</h2>",
+        _figure_html(workdir, LEARNING_CURVES,
+                     _png(_learning_curve_figure(variants, target)),
+                     f"Train accuracy (left) and train loss (right) during finetuning, one "
+                     f"line per run: the mean over seeds, with the shaded band its 95% "
+                     f"confidence interval (Student t; no band for a single seed). The "
+                     f"dashed line is the target accuracy {target:g}. A curve that rises "
+                     f"earlier than scratch means the transferred layers speed up "
+                     f"learning. Accuracy is the mean over the steps since the previous "
+                     f"record, logged{interval}."),
+        "<h2>Speed-up</h2>",
+        _paragraph(f"Steps to target is the first logged step at which a run's train "
+                   f"accuracy reaches {target:g}, accurate to the logging interval. The "
+                   f"speed-up is the mean steps to target of scratch divided by that of "
+                   f"the run: above 1 the run reaches the target in fewer steps than "
+                   f"training from scratch, below 1 it is slower. 'not reached' means at "
+                   f"least one seed never reached the target, so no mean exists. Final "
+                   f"test accuracy is measured on the held-out split at the end of "
+                   f"finetuning."),
+        _speedup_table(variants)]
   if attribution_maps is not None:
     images, maps = attribution_maps
     figure = _attribution_figure(images, attribution["labels"],
