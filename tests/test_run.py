@@ -56,7 +56,8 @@ def test_end_to_end_writes_results_and_report(finished):
     assert len(variant["final_test_accuracy"]["per_seed"]) == 2
   assert results["pretrain"]["realized_label_noise"] == pytest.approx(0.9, abs=0.1)
   alignment = results["alignment"]
-  assert len(alignment["sigma"]) == 27 and alignment["upstream"]["step"] == [2, 4]
+  assert len(alignment["upstream"]["sigma"]) == 27 and alignment["upstream"]["step"] == [2, 4]
+  assert alignment["downstream"]["step"] == [2, 4]
   assert len(alignment["upstream"]["transfer_function"][0]) == 27
   html = (workdir / "report.html").read_text()
   assert html.count("data:image/png;base64,") >= 5

@@ -19,7 +19,7 @@ def transfer_function_figure(alignment):
   fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
   for ax, (name, track) in zip(axes[0], runs):
     for i in _snapshots(track):
-      ax.plot(alignment["sigma"], track["transfer_function"][i], marker=".",
+      ax.plot(track["sigma"], track["transfer_function"][i], marker=".",
               label=f"step {track['step'][i]}")
     ax.set(xlabel="sigma (std of the data along an eigenvector of Sigma_x)",
            ylabel="f(sigma)", title=f"{name} ({'random' if name == 'upstream' else 'real'}"

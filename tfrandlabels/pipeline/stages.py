@@ -266,10 +266,15 @@ def _variant_results(ctx, variant, k, scratch_steps):
   }
 
 
-def _alignment_track(history):
-  """The alignment values a run's history recorded (see hooks.AlignmentHook)."""
+def _alignment_track(history, sigma_x):
+  """The alignment values a run's history recorded (see hooks.AlignmentHook).
+
+  `sigma` holds the square roots of Sigma_x's eigenvalues (descending): the x axis of
+  the recorded transfer functions.
+  """
   tracked = [r for r in history if "misalignment" in r]
-  return {"step": [r["step"] for r in tracked],
+  sigma = np.sqrt(np.clip(np.linalg.eigvalsh(sigma_x)[::-1], 0, None))
+  return {"sigma": sigma.tolist(), "step": [r["step"] for r in tracked],
           "misalignment": [r["misalignment"] for r in tracked],
           "misalignment_random_basis": [r["misalignment_random_basis"] for r in tracked],
           "transfer_function": [r["transfer_function"] for r in tracked]}
@@ -283,13 +288,12 @@ def alignment_results(ctx):
   first = models.weight_layers(pretrained_model(ctx))[0]
   kernel = first.kernel.numpy()
   sigma_w = alignment.filter_covariance(kernel)
-  sigma, _ = alignment.transfer_function(sigma_x, sigma_w)
   shape = kernel.shape[:-1]
   count = min(8, sigma_x.shape[0])
   result = {
       "layer": first.name,
-      "sigma": [float(s) for s in sigma],
-      "upstream": _alignment_track(io.read_jsonl(ctx.path("pretrain", trainer.HISTORY))),
+      "upstream": _alignment_track(io.read_jsonl(ctx.path("pretrain", trainer.HISTORY)),
+                                   sigma_x),
       "eigenfilters": {
           "data": alignment.top_eigenfilters(sigma_x, count, shape).tolist(),
           "pretrained": alignment.top_eigenfilters(sigma_w, count, shape).tolist()},
@@ -297,7 +301,8 @@ def alignment_results(ctx):
   if "scratch" in ctx.cfg.variants:
     seed = ctx.cfg.seeds[0]
     result["downstream"] = _alignment_track(io.read_jsonl(ctx.path(
-        "finetune", "scratch", f"seed{seed}", trainer.HISTORY)))
+        "finetune", "scratch", f"seed{seed}", trainer.HISTORY)),
+        first_layer_sigma_x(ctx, downstream_source, "downstream"))
   return result
 
 
@@ -441,9 +446,9 @@ def gaussian(ctx):
           hooks=[hooks.AlignmentHook(np.diag(variances), seed=cfg.label_seed)])
       if ctx.chief:
         artifacts.mark_done(folder, record)
-    track = _alignment_track(io.read_jsonl(os.path.join(folder, trainer.HISTORY)))
-    summary[name] = {**setting, "sigma": np.sqrt(np.sort(variances)[::-1]).tolist(),
-                     "final_train_accuracy": artifacts.done_summary(folder)["accuracy"],
-                     **track}
+    track = _alignment_track(io.read_jsonl(os.path.join(folder, trainer.HISTORY)),
+                             np.diag(variances))
+    summary[name] = {**setting, **track,
+                     "final_train_accuracy": artifacts.done_summary(folder)["accuracy"]}
   if ctx.chief:
     io.write_json(ctx.path("gaussian.json"), summary)
