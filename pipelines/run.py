@@ -17,13 +17,17 @@ import types
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from tfrandlabels.data.corruption import LABEL_MODES
 from tfrandlabels.data.sources import parse_split
 from tfrandlabels.models import available_models
+from tfrandlabels.pipeline import runner
+from tfrandlabels.pipeline import stages
 from tfrandlabels.training.optim import OPTIMIZERS, SCHEDULES
 from tfrandlabels.training.strategy import STRATEGIES
 from tfrandlabels.training.trainer import PRECISIONS
+from tfrandlabels.training.trainer import TrainingDiverged
 from tfrandlabels.training.transfer import VARIANTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,21 +99,15 @@ def _ints(values):
     return None
 
 
-def _split_ok(text):
-  try:
-    parse_split(text)
-  except ValueError:
-    return False
-  return True
-
-
-def _gaussian_ok(text):
-  from tfrandlabels.pipeline import stages  # pylint: disable=g-import-not-at-top
-  try:
-    stages.parse_gaussian_setting(text)
-  except ValueError:
-    return False
-  return True
+def _parses(parse):
+  """A validator that accepts the values `parse` accepts (it raises ValueError otherwise)."""
+  def check(text):
+    try:
+      parse(text)
+    except ValueError:
+      return False
+    return True
+  return check
 
 
 def _register_validators():
@@ -132,16 +130,16 @@ def _register_validators():
       ("image_size", lambda v: v is None or v >= 8, "must be >= 8"),
       ("attribution_images", lambda v: 1 <= v <= 16, "must be between 1 and 16"),
       ("workdir", bool, "must be a folder path"),
-      ("gaussian_settings", lambda v: bool(v) and all(_gaussian_ok(x) for x in v),
+      ("gaussian_settings",
+       lambda v: bool(v) and all(_parses(stages.parse_gaussian_setting)(x) for x in v),
        "must be a comma list of DIM:LOW-HIGH:WIDTHS:SAMPLES, e.g. 30:0.1-3.0:2048x256:10000"),
   ]
   for name in ("batch_size", "pretrain_steps", "finetune_steps", "gaussian_steps",
-               "steps_per_loop",
-               "log_every", "checkpoint_every"):
+               "steps_per_loop", "log_every", "checkpoint_every"):
     checks.append((name, lambda v: v >= 1, "must be >= 1"))
   checks.append(("eval_every", lambda v: v >= 0, "must be >= 0 (0: at the end only)"))
   for name in ("upstream_split", "downstream_split", "test_split"):
-    checks.append((name, _split_ok,
+    checks.append((name, _parses(parse_split),
                    "must be a split such as train, train[:20000], train[25000:], test[:10%]"))
   for name, check, message in checks:
     flags.register_validator(name, check, message=f"--{name} {message}")
@@ -158,13 +156,14 @@ def settings():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-  # Imported here so that --help and flag errors answer at once.
-  from tfrandlabels.pipeline import runner  # pylint: disable=g-import-not-at-top
   cfg = settings()
   try:
     report = runner.run(cfg)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  except TrainingDiverged as e:
+    logging.error("%s", e)
+    sys.exit(1)
   if report:
     print(f"report: {report}")
 

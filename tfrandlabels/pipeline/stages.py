@@ -97,11 +97,16 @@ def num_classes(cfg):
 
 
 def input_shape(cfg):
-  shape = data.load(cfg.dataset, cfg.test_split, cfg.data_dir).element_spec["image"].shape
-  if cfg.image_size:
-    return (cfg.image_size, cfg.image_size, shape[-1])
+  return _input_shape(cfg.dataset, cfg.test_split, cfg.data_dir, cfg.image_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _input_shape(dataset, split, data_dir, image_size):
+  shape = data.load(dataset, split, data_dir).element_spec["image"].shape
+  if image_size:
+    return (image_size, image_size, shape[-1])
   if None in shape:
-    raise ValueError(f"--dataset={cfg.dataset}: images vary in size; set --image_size")
+    raise ValueError(f"--dataset={dataset}: images vary in size; set --image_size")
   return tuple(shape)
 
 
