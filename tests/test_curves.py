@@ -50,10 +50,32 @@ def test_learning_curves_align_on_common_steps():
   np.testing.assert_allclose(result["accuracy_mean"], mean)
   np.testing.assert_allclose(result["accuracy_ci95"], half_width)
   np.testing.assert_allclose(result["loss_mean"], [1.8, 0.9])
-  assert set(result) == {"step", "accuracy_mean", "accuracy_ci95", "loss_mean", "loss_ci95"}
+  assert set(result) == {"step", "seeds", "accuracy_per_seed", "accuracy_mean", "accuracy_ci95",
+                         "loss_per_seed", "loss_mean", "loss_ci95"}
   json.dumps(result)  # plain lists of Python numbers
   assert all(type(s) is int for s in result["step"])
+  assert type(result["seeds"]) is int
   assert all(type(v) is float for v in result["loss_ci95"])
+  assert all(type(v) is float for row in result["loss_per_seed"] for v in row)
+
+
+def test_learning_curves_per_seed_rows_are_the_seeds_values_at_the_common_steps():
+  rng = np.random.default_rng(0)
+  values = rng.uniform(size=(3, 5, 2))  # [seed, step, (accuracy, loss)]
+  steps = [10, 20, 30, 40, 50]
+  histories = [[record(step, *values[seed, i]) for i, step in enumerate(steps)]
+               + [record(60 + seed, 0.0, 0.0)]  # a step only this seed logged
+               for seed in range(3)]
+  result = curves.learning_curves(histories)
+  assert result["seeds"] == 3
+  assert result["step"] == steps
+  for index, key in enumerate(("accuracy", "loss")):
+    per_seed = np.array(result[f"{key}_per_seed"])
+    np.testing.assert_array_equal(per_seed, values[..., index])
+    np.testing.assert_allclose(result[f"{key}_mean"], values[..., index].mean(axis=0))
+    np.testing.assert_allclose(result[f"{key}_ci95"],
+                               stats.t.ppf(0.975, 2) * values[..., index].std(axis=0, ddof=1)
+                               / math.sqrt(3))
 
 
 def test_learning_curves_skip_records_without_the_key_and_keep_the_last_duplicate():

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels import models
 from tfrandlabels.analysis import alignment
+from tfrandlabels.training import hooks as hooks_lib
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
 
@@ -84,6 +86,8 @@ def test_multi_worker_runs_stay_in_sync(reference, tmp_path):
   assert not os.path.exists(tmp_path / "model" / "scratch" / "worker1")
   history = [json.loads(line) for line in open(tmp_path / "model" / "history.jsonl")]
   assert [r["step"] for r in history] == [2, 4, 6, 8]
+  # The chief's hook recorded under its name (trainer_worker.py tracks the first conv).
+  assert all(len(r["alignment/transfer_function"]) == 27 for r in history)
 
 
 def test_killed_run_resumes_to_the_same_weights(reference, tmp_path):
@@ -158,7 +162,7 @@ def test_memorizes_random_labels(embedded_dir, tmp_path):
   assert trained < 0.5 * trained_random
 
 
-def _tiny_train(tmp_path, **overrides):
+def _tiny_train(tmp_path, hooks=(), **overrides):
   x = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
   source = lambda: tf.data.Dataset.from_tensor_slices({
       "image": (np.abs(x) * 40).astype(np.uint8), "label": np.arange(64, dtype=np.int64) % 2,
@@ -170,12 +174,13 @@ def _tiny_train(tmp_path, **overrides):
       train_input=lambda start: data.make_input_fn(source, global_batch_size=16,
                                                    training=True, start_step=start),
       config=trainer.TrainConfig(**settings), strategy=tf.distribute.get_strategy(),
-      model_dir=str(tmp_path))
+      model_dir=str(tmp_path), hooks=hooks)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   _tiny_train(tmp_path, steps=2)
-  with pytest.raises(trainer.TrainingDiverged, match=r"at step \d+ \(learning rate 1e\+30\)"):
+  with pytest.raises(trainer.TrainingDiverged,
+                     match=r"at step \d+ \(learning rate 1e\+30\).*; lower learning_rate$"):
     _tiny_train(tmp_path, steps=50, learning_rate=1e30)
   latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
   reader = tf.train.load_checkpoint(latest)
@@ -187,7 +192,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   _tiny_train(tmp_path, steps=1)
-  with pytest.raises(ValueError, match="holds a checkpoint of another model"):
+  with pytest.raises(ValueError, match=r"holds a checkpoint of another model .*; use a new "
+                                       r"model_dir or delete it$"):
     trainer.train(
         model_fn=lambda: models.build_model("mlp", 2, (4, 4, 1), widths=(5, 5), seed=0),
         train_input=lambda start: None, config=trainer.TrainConfig(steps=4, batch_size=16),
@@ -203,6 +209,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     (lambda: trainer.TrainConfig(schedule="linear").validate(), "schedule='linear' is not one"),
     (lambda: trainer.TrainConfig(precision="fp8").validate(), "precision='fp8' is not one"),
     (lambda: trainer.TrainConfig(steps=0).validate(), "steps=0 must be >= 1"),
+    (lambda: trainer.train(model_fn=None, train_input=None,
+                           config=trainer.TrainConfig(batch_size=30),
+                           strategy=types.SimpleNamespace(num_replicas_in_sync=4),
+                           model_dir="unused"),
+     r"batch_size=30 must be a multiple of the number of replicas \(4\); use e.g. "
+     r"batch_size=28$"),
 ])
 def test_bad_configuration(call, message):
   with pytest.raises(ValueError, match=message):
@@ -217,3 +229,46 @@ def test_mixed_precision_trains_with_float32_weights(tmp_path, precision, comput
   dense = models.weight_layers(model)[0]
   assert dense.compute_dtype == compute and dense.kernel.dtype == "float32"
   assert keras.mixed_precision.global_policy().name == "float32"  # Restored after.
+
+
+class _StepHook:
+  """Records the step it is called at, under a name of its own."""
+
+  def __init__(self, name):
+    self.name = name
+
+  def __call__(self, step, model):
+    del model
+    return {"step_seen": step}
+
+
+def _scalar_tags(folder):
+  tags = set()
+  for path in tf.io.gfile.glob(os.path.join(folder, "*")):
+    for raw in tf.data.TFRecordDataset(path):
+      tags.update(v.tag for v in tf.compat.v1.Event.FromString(raw.numpy()).summary.value)
+  return tags
+
+
+def test_named_hooks_record_side_by_side(tmp_path):
+  # The mlp's first layer sees the 4x4x1 images flattened: 16 inputs.
+  track = [hooks_lib.AlignmentHook(np.eye(16)), _StepHook("probe")]
+  _, record = _tiny_train(tmp_path, steps=2, hooks=track)
+  history = [json.loads(line) for line in open(tmp_path / trainer.HISTORY)]
+  assert [r["probe/step_seen"] for r in history] == [1, 2]
+  for r in history:
+    assert len(r["alignment/transfer_function"]) == 16
+    assert np.isfinite(r["alignment/misalignment"])
+    assert np.isfinite(r["alignment/misalignment_random_basis"])
+    assert not {"step_seen", "misalignment", "transfer_function"} & r.keys()
+  assert record == history[-1]
+  tags = _scalar_tags(tmp_path / "tensorboard")
+  assert {"probe/step_seen", "alignment/misalignment", "loss"} <= tags
+  assert "alignment/transfer_function" not in tags  # A list is no scalar.
+
+
+def test_hooks_of_one_name_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="two hooks are named 'probe'"):
+    _tiny_train(tmp_path, hooks=[_StepHook("probe"), _StepHook("alignment"),
+                                 _StepHook("probe")])
+  assert not os.path.exists(tmp_path / trainer.HISTORY)

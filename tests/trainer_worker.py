@@ -1,4 +1,6 @@
-"""Trains a small simple_cnn on `embedded` and saves its weights: run by the trainer tests.
+"""Trains a small simple_cnn on `embedded`, tracking alignment, and saves its weights.
+
+Run by the trainer tests.
 
 Usage: python tests/trainer_worker.py MODEL_DIR STEPS STRATEGY OUT.npz [CPUS]
 With STRATEGY=multi_worker_mirrored the cluster comes from TF_CONFIG.
@@ -10,6 +12,7 @@ import numpy as np
 from conftest import EMBEDDED_DATA_DIR
 from tfrandlabels import data
 from tfrandlabels import models
+from tfrandlabels.training import hooks
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
 
@@ -33,7 +36,9 @@ def run(model_dir, steps, strategy):
                                           hidden=16, seed=0),
       train_input=lambda start: data.make_input_fn(
           dataset, global_batch_size=BATCH, training=True, seed=2, start_step=start),
-      config=config(steps), strategy=strategy, model_dir=model_dir)
+      config=config(steps), strategy=strategy, model_dir=model_dir,
+      # The first conv sees 3x3x3 patches: 27 dimensions.
+      hooks=[hooks.AlignmentHook(np.eye(27))])
   return model
 
 

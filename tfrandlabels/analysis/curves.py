@@ -5,7 +5,8 @@ training accuracy, compared with training from scratch. This module turns the tr
 history records (one list per seed, `history.jsonl`) into that answer:
 
 * `mean_ci95`: mean over seeds with a Student-t 95% confidence interval.
-* `learning_curves`: mean and confidence band of accuracy and loss over steps.
+* `learning_curves`: each seed's accuracy and loss over steps, their mean and its
+  confidence band.
 * `steps_to_target` and `speedup`: the first logged step at which a run reaches the
   target, and the ratio of the scratch runs' mean to a variant's mean.
 
@@ -52,7 +53,7 @@ def mean_ci95(values) -> Tuple[np.ndarray, np.ndarray]:
 
 def learning_curves(histories: Sequence[Sequence[dict]],
                     keys: Sequence[str] = ("accuracy", "loss")) -> dict:
-  """Mean and 95% band over seeds of logged metrics, at the steps every seed logged.
+  """Logged metrics of every seed, their mean and 95% band, at the steps all seeds logged.
 
   Args:
     histories: one list of history records per seed, each record a dict with an int
@@ -62,8 +63,9 @@ def learning_curves(histories: Sequence[Sequence[dict]],
     keys: the metrics to aggregate.
 
   Returns:
-    {"step": [...], "<key>_mean": [...], "<key>_ci95": [...] for each key}: lists of
-    plain floats (steps as ints), in increasing step order; `_ci95` is the half width
+    {"step": [...], "seeds": n, and for each key "<key>_per_seed": [seeds][steps],
+    "<key>_mean": [...], "<key>_ci95": [...]}: plain floats (steps and n as ints), in
+    increasing step order, seeds in the order of `histories`; `_ci95` is the half width
     of the interval (see `mean_ci95`).
   """
   if isinstance(keys, str) or not keys:
@@ -76,9 +78,12 @@ def learning_curves(histories: Sequence[Sequence[dict]],
   if not steps:
     raise ValueError(f"histories share no step at which every seed logged {list(keys)}; "
                      "check that the runs used the same log_every.")
-  curves = {"step": steps}
+  curves = {"step": steps, "seeds": len(by_step)}
   for key in keys:
-    mean, half_width = mean_ci95([[records[s][key] for s in steps] for records in by_step])
+    per_seed = np.array([[records[s][key] for s in steps] for records in by_step],
+                        dtype=np.float64)
+    mean, half_width = mean_ci95(per_seed)
+    curves[f"{key}_per_seed"] = per_seed.tolist()
     curves[f"{key}_mean"] = mean.tolist()
     curves[f"{key}_ci95"] = half_width.tolist()
   return curves
@@ -128,3 +133,30 @@ def speedup(scratch_steps: Sequence[Optional[int]],
     raise ValueError(f"steps to target must be > 0, got scratch_steps={list(scratch_steps)} "
                      f"and variant_steps={list(variant_steps)}.")
   return float(np.mean(scratch_steps) / np.mean(variant_steps))
+
+
+def speedup_interval(scratch_steps: Sequence[Optional[int]],
+                     variant_steps: Sequence[Optional[int]], resamples: int = 4000,
+                     seed: int = 0) -> dict:
+  """The speed-up over scratch with a 95% percentile bootstrap interval over seeds.
+
+  Seeds are resampled with replacement, independently for scratch and the variant,
+  and the ratio of means recomputed; the interval is the 2.5th to 97.5th percentile.
+  With few seeds the bootstrap understates the spread (3 seeds give at most 10
+  distinct resamples per side), so read it as a rough interval, not a test.
+
+  Returns:
+    {"ratio", "ci95_low", "ci95_high"}: `speedup`'s ratio (None if a run never reached
+    the target); the bounds are None with fewer than 2 seeds on either side.
+  """
+  ratio = speedup(scratch_steps, variant_steps)
+  result = {"ratio": ratio, "ci95_low": None, "ci95_high": None}
+  if ratio is None or min(len(scratch_steps), len(variant_steps)) < 2:
+    return result
+  rng = np.random.default_rng(seed)
+  scratch = np.asarray(scratch_steps, np.float64)
+  variant = np.asarray(variant_steps, np.float64)
+  ratios = (rng.choice(scratch, (resamples, scratch.size)).mean(axis=1) /
+            rng.choice(variant, (resamples, variant.size)).mean(axis=1))
+  low, high = np.percentile(ratios, [2.5, 97.5])
+  return {**result, "ci95_low": float(low), "ci95_high": float(high)}

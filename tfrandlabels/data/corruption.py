@@ -133,6 +133,23 @@ def _permute_pixels(image, seed):
   return tf.reshape(tf.gather(pixels, order), shape)
 
 
+def corrupt_image(image, index, *, mode, fraction, seed, mean=None, std=None):
+  """The image of one example after input corruption (unchanged if not selected).
+
+  A pure function of (seed, index): see `corrupt_inputs` for the modes. `mean` and
+  `std` (per channel, uint8 units) are needed by `gaussian` only. Works on uint8 or
+  float images in uint8 units; returns the input's dtype.
+  """
+  if mode == "shuffled_pixels":
+    new = _permute_pixels(image, tf.constant([seed, _PERMUTE], tf.int64))
+  elif mode == "random_pixels":
+    new = _permute_pixels(image, _example_seed(seed, index, _PERMUTE))
+  else:
+    noise = tf.random.stateless_normal(tf.shape(image), _example_seed(seed, index, _DRAW))
+    new = tf.cast(tf.clip_by_value(tf.round(noise * std + mean), 0, 255), image.dtype)
+  return tf.where(is_selected(seed, index, fraction), new, image)
+
+
 def corrupt_inputs(ds, *, mode, fraction, seed, mean=None, std=None):
   """Corrupts the images of selected examples (Zhang et al. 2017, Section 2).
 
@@ -153,16 +170,6 @@ def corrupt_inputs(ds, *, mode, fraction, seed, mean=None, std=None):
   _check_mode(mode, INPUT_MODES)
   if mode == "gaussian" and (mean is None or std is None):
     mean, std = channel_moments(ds)
-
-  def corrupt(e):
-    image = e["image"]
-    if mode == "shuffled_pixels":
-      new = _permute_pixels(image, tf.constant([seed, _PERMUTE], tf.int64))
-    elif mode == "random_pixels":
-      new = _permute_pixels(image, _example_seed(seed, e["index"], _PERMUTE))
-    else:
-      noise = tf.random.stateless_normal(tf.shape(image), _example_seed(seed, e["index"], _DRAW))
-      new = tf.cast(tf.clip_by_value(tf.round(noise * std + mean), 0, 255), tf.uint8)
-    return {**e, "image": tf.where(is_selected(seed, e["index"], fraction), new, image)}
-
-  return ds.map(corrupt, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.map(lambda e: {**e, "image": corrupt_image(
+      e["image"], e["index"], mode=mode, fraction=fraction, seed=seed, mean=mean, std=std)},
+                num_parallel_calls=tf.data.AUTOTUNE)

@@ -4,12 +4,12 @@ The training stream is a pure function of (data, seed, step): epoch e is the cac
 shard shuffled with a seed derived from (seed, e), augmented with stateless ops keyed
 on (seed, epoch, index), and a run resumed at `start_step` starts exactly where the
 interrupted run stopped (same order, same augmentations) by skipping into the epoch.
-Batches are dicts {"image": float32 [b, H, W, C], "label": int64 [b], "index": int64 [b]}.
+Batches are dicts {"image": [b, H, W, C], "label": int64 [b], "index": int64 [b]}; the
+batch ops (`tfrandlabels.data.ops`) turn uint8 images into the model's float inputs.
 """
 import numpy as np
 import tensorflow as tf
 
-from tfrandlabels.data import frequency
 
 PAD = 4  # Random-crop padding, in pixels, as in the usual CIFAR augmentation.
 
@@ -31,26 +31,11 @@ def _augment(image, seed):
   return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
-def make_preprocess(*, mean=None, std=None, image_size=None):
-  """Returns fn(uint8 image) -> float32 image: resized if asked, then normalized.
-
-  With `mean` and `std` (per channel, in uint8 units) images are standardized;
-  otherwise they are scaled to [0, 1].
-  """
-  if (mean is None) != (std is None):
-    raise ValueError("mean and std must be given together (per-channel, uint8 units)")
-  shift = np.zeros(1, np.float32) if mean is None else np.asarray(mean, np.float32)
-  scale = np.full(1, 255.0, np.float32) if std is None else np.asarray(std, np.float32)
-  if np.any(scale <= 0):
-    raise ValueError(f"std={std!r} must be positive")
-
-  def preprocess(image):
-    image = tf.cast(image, tf.float32)
-    if image_size is not None:
-      image = tf.image.resize(image, image_size)
-    return (image - shift) / scale
-
-  return preprocess
+def _resize(image_size):
+  def resize(example):
+    return {**example, "image": tf.image.resize(tf.cast(example["image"], tf.float32),
+                                                image_size)}
+  return resize
 
 
 def _stateless_shuffle(ds, block, seed):
@@ -77,9 +62,8 @@ def _count(ds):
 
 
 def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step=0,
-                  augment=False, mean=None, std=None, image_size=None,
-                  frequency_mask=None, cache=True, shuffle_buffer=None,
-                  drop_remainder=None):
+                  augment=False, image_size=None, batch_ops=(), cache=True,
+                  shuffle_buffer=None, drop_remainder=None):
   """Builds `fn(input_context)` for `strategy.distribute_datasets_from_function`.
 
   Args:
@@ -91,9 +75,11 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
     start_step: steps already taken; training resumes at exactly this position.
     augment: random crop (reflect-pad 4) and horizontal flip; off by default, as the
       papers train without augmentation.
-    mean, std: per-channel standardization (uint8 units); default scales to [0, 1].
-    image_size: (H, W) to resize to, for sources whose images vary in size.
-    frequency_mask: optional centred [H, W] mask applied to every batch.
+    image_size: (H, W) to resize to (per example, before batching; float32 in uint8
+      units), for sources whose images vary in size.
+    batch_ops: functions batch -> batch applied in order after batching (see
+      `tfrandlabels.data.ops`: normalization, input corruption, frequency filters).
+      With none, images stay as the source yields them.
     cache: keep the decoded shard in memory after the first pass.
     shuffle_buffer: shuffle block size; default the whole shard (a full shuffle).
     drop_remainder: defaults to `training`; True gives static shapes (TPU).
@@ -105,7 +91,7 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
     drop_remainder = training
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0")
-  preprocess = make_preprocess(mean=mean, std=std, image_size=image_size)
+  batch_ops = list(batch_ops)
 
   def input_fn(input_context=None):
     context = input_context or tf.distribute.InputContext()
@@ -133,20 +119,11 @@ def make_input_fn(dataset_fn, *, global_batch_size, training, seed=0, start_step
             x["image"], tf.stack([epoch_seed[0] * 1_000_003 + e, x["index"]]))})
 
       ds = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch).skip(offset)
-    def preprocess_images(e):
-      return {**e, "image": preprocess(e["image"])}
-
-    # Resizing needs single images (sizes may vary); otherwise preprocess whole
-    # batches, which is several times faster than one example at a time.
     if image_size is not None:
-      ds = ds.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(_resize(image_size), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=drop_remainder)
-    if image_size is None:
-      ds = ds.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
-    if frequency_mask is not None:
-      mask = tf.constant(frequency_mask, tf.float32)
-      ds = ds.map(lambda b: {**b, "image": frequency.apply_mask(b["image"], mask)},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    for op in batch_ops:
+      ds = ds.map(op, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
   return input_fn

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfrandlabels.data import embedded  # Registers the `embedded` TFDS builder.
+from tfrandlabels.data import planted  # pylint: disable=unused-import  (registers planted_*)
 
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")

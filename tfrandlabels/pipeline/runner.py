@@ -1,66 +1,186 @@
-"""Runs the selected stages of a pipeline after checking everything that can be checked.
+"""Runs an experiment's stages: plan everything, refuse before writing, then work.
 
-All checks happen before anything is written, so a refused command leaves the workdir
-as it was.
+Each stage keeps a record, workdir/stages/<name>.json: the settings it read, the
+ids of the inputs it used, its own id, and whether it finished. Before anything is
+written the runner compares every record with what the current flags ask for:
+
+  * no record (or one whose outputs are all gone): the stage runs;
+  * same settings and inputs, finished: skipped; unfinished: resumed;
+  * other settings or a redone input: a training stage is refused unless --force
+    (the message names what changed); any other stage is redone;
+  * a selected stage whose input stage is neither selected nor up to date: refused,
+    naming the stage to add to --stages.
+
+A redone stage gets a new id, so everything downstream of it is redone too: outputs
+are never reused for inputs they were not made from.
 """
+import os
+import types
+import uuid
+
 from absl import logging
+import tensorflow as tf
 
-from tfrandlabels import data
+from tfrandlabels import io
+from tfrandlabels.analyses import registry as analyses
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.experiments import registry as experiments
 from tfrandlabels.pipeline import artifacts
-from tfrandlabels.pipeline import stages
+from tfrandlabels.pipeline import flags as flag_lib
+from tfrandlabels.pipeline import report
+from tfrandlabels.pipeline import results
+from tfrandlabels.pipeline.context import Context
+from tfrandlabels.pipeline.stage import Stage
 from tfrandlabels.training import strategy as strategy_lib
-from tfrandlabels.training import transfer
 
-STAGES = {"pretrain": stages.pretrain, "finetune": stages.finetune,
-          "analyze": stages.analyze, "gaussian": stages.gaussian, "report": stages.report}
-# What --force discards for each stage, relative to the workdir.
-OUTPUTS = {"pretrain": ["pretrain"], "finetune": ["finetune"],
-           "analyze": ["analyze", "results.json"],
-           "gaussian": ["gaussian", "gaussian.json"],
-           "report": ["report", "report.html", "figures"]}
+FLAGS_FILE = "flags.json"
+RECORDS = "stages"
 
 
-def _overlap(a, b):
-  return any(x[0] == y[0] and max(x[1], y[1]) < min(x[2], y[2]) for x in a for y in b)
+def _record_path(workdir, name):
+  return os.path.join(workdir, RECORDS, f"{name}.json")
 
 
-def check(cfg):
-  """Cross-flag checks that need the data or the model; raises ValueError."""
-  if not set(cfg.stages) & {"pretrain", "finetune", "analyze"}:
-    return
-  up = data.example_ranges(cfg.dataset, cfg.upstream_split, cfg.data_dir)
-  down = data.example_ranges(cfg.dataset, cfg.downstream_split, cfg.data_dir)
-  if _overlap(up, down):
-    raise ValueError(f"--downstream_split={cfg.downstream_split} overlaps --upstream_split="
-                     f"{cfg.upstream_split}; the paper's downstream set is disjoint "
-                     "(e.g. train[:20000] and train[25000:])")
-  data.example_ranges(cfg.dataset, cfg.test_split, cfg.data_dir)
-  model = stages.build(cfg, stages.num_classes(cfg), 0)
-  for variant in cfg.variants:
-    for k in cfg.transfer_layers:
-      transfer.check_transfer(model, variant, k)
+def _holds_work(workdir, stage, record):
+  return record is not None and (record.get("done") or any(
+      tf.io.gfile.exists(os.path.join(workdir, out)) for out in stage.outputs))
 
 
-def run(cfg):
-  """Runs cfg.stages in order; returns the report path if the report stage ran."""
-  check(cfg)
-  flags = vars(cfg)
-  changed = artifacts.changed_flags(cfg.workdir, flags)
-  if changed and not cfg.force:
-    raise ValueError(f"--workdir={cfg.workdir} holds a run with other flags ({', '.join(changed)}"
-                     "); use another --workdir, or --force to redo the stages with these flags")
+def _changes(record, wanted):
+  """What differs between a stage's record and what the flags ask for."""
+  names = set(record["settings"]) | set(wanted["settings"])
+  changed = sorted(n for n in names if record["settings"].get(n) != wanted["settings"].get(n))
+  return changed + [f"stage {d} was redone" for d, i in wanted["inputs"].items()
+                    if record["inputs"].get(d) != i]
+
+
+def plan(stages, selected, cfg):
+  """Decides, for every stage, 'skip', 'resume', 'run' or 'redo' (raises ConfigError).
+
+  Returns:
+    {stage name: (action, record to write)}, for the selected stages.
+  """
+  ids, actions = {}, {}
+  for stage in stages:
+    record = io.read_json(_record_path(cfg.workdir, stage.name))
+    if not _holds_work(cfg.workdir, stage, record):
+      record = None
+    wanted = {"settings": {n: getattr(cfg, n) for n in stage.reads
+                           if n not in flag_lib.RUN_FLAGS},
+              "inputs": {d: ids.get(d) for d in stage.after}}
+    changes = _changes(record, wanted) if record else []
+    if stage.name not in selected:
+      ids[stage.name] = record["id"] if record and record.get("done") and not changes else None
+      continue
+    for dep in stage.after:
+      if dep not in selected and ids.get(dep) is None:
+        group = next(s.group for s in stages if s.name == dep)
+        raise ConfigError(f"--stages: stage {stage.group} needs the output of {group}, which "
+                          f"is not finished with these settings; add {group} to --stages")
+    if record is None:
+      action = "run"
+    elif changes and stage.trains and not cfg.force:
+      raise ConfigError(
+          f"--workdir={cfg.workdir} holds stage {stage.name} run with other settings "
+          f"({', '.join(changes)}); use another --workdir, or --force to redo it")
+    elif changes or cfg.force:
+      action = "redo"
+    else:
+      action = "skip" if record.get("done") else "resume"
+    new = dict(wanted, id=record["id"] if action in ("skip", "resume") else uuid.uuid4().hex)
+    ids[stage.name] = new["id"]
+    actions[stage.name] = (action, new, changes)
+  return actions
+
+
+def _report_stage(experiment, stages, analysis_names):
+  def run(ctx):
+    sections = []
+    envelope = results.read(ctx.cfg.workdir, experiment.name)
+    if envelope is not None:
+      sections += experiment.sections(ctx, envelope)
+    for name in analysis_names:
+      envelope = results.read(ctx.cfg.workdir, name)
+      if envelope is not None:
+        sections.append(analyses.section(analyses.get(name), envelope["payload"],
+                                         ctx.cfg.workdir))
+    if ctx.chief:
+      path = report.render(ctx.cfg.workdir, title=experiment.title, sections=sections,
+                           config=_saved_flags(ctx.cfg))
+      logging.info("report: wrote %s", path)
+
+  return Stage(name="report", group="report", run=run, after=tuple(s.name for s in stages),
+               outputs=("report.html", "figures"))
+
+
+def _analysis_stage(experiment, name, model_names, cfg):
+  analysis = analyses.get(name)
+  sources = experiment.models(cfg)
+
+  def run(ctx):
+    settings = types.SimpleNamespace(**{n: getattr(ctx.cfg, n) for n in analysis.flags})
+    models = {m: (lambda m=m: sources[m].load(ctx)) for m in model_names}
+    analyses.run_analysis(analysis, models, experiment.analysis_data(ctx), settings,
+                          ctx.cfg.workdir, config=vars(settings), write=ctx.chief)
+
+  return Stage(name=f"analysis/{name}", group="analyze", run=run,
+               reads=tuple(analysis.flags) + tuple(experiment.data_flags),
+               after=tuple(dict.fromkeys(sources[m].stage for m in model_names)),
+               outputs=(os.path.join(results.RESULTS_DIR, f"{name}.json"),
+                        os.path.join("analyses", name)))
+
+
+def all_stages(experiment, cfg):
+  """The experiment's stages, then one per analysis, then the report."""
+  stages = list(experiment.stages(cfg))
+  plan_ = experiments.analysis_plan(experiment, cfg, cfg.analyses)
+  stages += [_analysis_stage(experiment, n, m, cfg) for n, m in plan_.items()]
+  return stages + [_report_stage(experiment, stages, list(plan_))]
+
+
+def select(stages, requested, experiment):
+  groups = list(dict.fromkeys(s.group for s in stages))
+  unknown = [g for g in requested if g not in groups]
+  if unknown:
+    raise ConfigError(f"--stages={','.join(requested)}: {unknown[0]!r} is not a stage of "
+                      f"experiment {experiment.name}; choose from {', '.join(groups)}")
+  return {s.name for s in stages if not requested or s.group in requested}
+
+
+def _saved_flags(cfg):
+  return {k: v for k, v in sorted(vars(cfg).items()) if k not in ("force", "stages")}
+
+
+def run(experiment, cfg):
+  """Runs the selected stages of `experiment`; returns report.html's path if written."""
   strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
-  ctx = stages.Context(cfg, strategy, strategy_lib.is_chief(strategy))
+  experiment.check(cfg)
+  cfg = experiment.resolve(cfg)
+  stages = all_stages(experiment, cfg)
+  selected = select(stages, cfg.stages, experiment)
+  actions = plan(stages, selected, cfg)
+  ctx = Context(cfg, strategy, strategy_lib.is_chief(strategy))
   if ctx.chief:
-    if cfg.force:
-      for stage in cfg.stages:
-        for output in OUTPUTS[stage]:
+    io.write_json(ctx.path(FLAGS_FILE), _saved_flags(cfg))
+  logging.info("workdir %s, experiment %s, %d replica(s)", cfg.workdir, experiment.name,
+               strategy.num_replicas_in_sync)
+  for stage in stages:
+    if stage.name not in actions:
+      continue
+    action, record, changes = actions[stage.name]
+    if action == "skip":
+      logging.info("stage %s: up to date; skipping", stage.name)
+      continue
+    if action == "redo":
+      logging.info("stage %s: redoing (%s)", stage.name, ", ".join(changes) or "--force")
+    if ctx.chief:
+      if action == "redo":
+        for output in stage.outputs:
           artifacts.remove(ctx.path(output))
-    artifacts.save_flags(cfg.workdir, flags)
-  logging.info("workdir %s, %d replica(s), stages %s", cfg.workdir,
-               strategy.num_replicas_in_sync, ",".join(cfg.stages))
-  for stage in [s for s in STAGES if s in cfg.stages]:
-    logging.info("stage %s: start", stage)
-    STAGES[stage](ctx)
-    logging.info("stage %s: done", stage)
-  return ctx.path("report.html") if "report" in cfg.stages else None
+      io.write_json(_record_path(cfg.workdir, stage.name), {**record, "done": False})
+    logging.info("stage %s: start", stage.name)
+    stage.run(ctx)
+    if ctx.chief:
+      io.write_json(_record_path(cfg.workdir, stage.name), {**record, "done": True})
+    logging.info("stage %s: done", stage.name)
+  return ctx.path("report.html") if "report" in actions else None

@@ -1,8 +1,14 @@
 """A custom distributed training loop: the same code on CPU, GPU, several workers or TPU.
 
-Roles (after Model Garden/Orbit): `TrainConfig` says what to do; `train` owns the loop,
-checkpoints, evaluation and logs. One host call runs `steps_per_loop` steps inside a
-`tf.function` (a `tf.range` loop), so accelerators are not starved by Python.
+Roles (after Model Garden/Orbit): `TrainConfig` says what to do; `_build_state` makes
+the model, optimizer, step counter and checkpoint manager; `_make_runner` is the inner
+loop, one host call running several steps inside a `tf.function` (a `tf.range` loop) so
+accelerators are not starved by Python; `train` is the outer loop,
+
+  while step < total: run to the next stop; check finite; record; emit; checkpoint
+
+where a stop is the next log, checkpoint or eval boundary (at most `steps_per_loop`
+steps ahead).
 
 Resume: the step counter and optimizer live in the checkpoint, and the input function
 is rebuilt at the restored step (`make_input_fn(start_step=...)`), so a killed run
@@ -59,9 +65,7 @@ class TrainConfig:
       raise ValueError(f"eval_every={self.eval_every!r} must be >= 0 (0: at the end only)")
     if self.precision not in PRECISIONS:
       raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
-    optim.make_optimizer(self.optimizer, optim.make_schedule(
-        self.schedule, self.learning_rate, self.steps, self.schedule_boundaries),
-                         self.momentum, self.weight_decay)
+    _make_optimizer(self)
 
 
 def set_up_determinism(config):
@@ -71,7 +75,104 @@ def set_up_determinism(config):
     tf.config.experimental.enable_op_determinism()
 
 
-def _replica_step(model, optimizer, batch, global_batch_size, loss_scale):
+def _make_optimizer(config, loss_scale=False):
+  """The optimizer and learning-rate schedule `config` names."""
+  schedule = optim.make_schedule(config.schedule, config.learning_rate, config.steps,
+                                 config.schedule_boundaries)
+  return optim.make_optimizer(config.optimizer, schedule, config.momentum,
+                              config.weight_decay, loss_scale=loss_scale)
+
+
+def _check_hook_names(hooks):
+  """Raises ValueError unless every hook has a name of its own (it prefixes its keys)."""
+  names = set()
+  for hook in hooks:
+    name = getattr(hook, "name", None)
+    if name is None:
+      raise ValueError(f"hook {hook!r} has no `name`; a hook needs one to prefix its "
+                       "metrics (e.g. name='alignment')")
+    if name in names:
+      raise ValueError(f"two hooks are named {name!r}; give each hook its own name")
+    names.add(name)
+
+
+def _check_batch_size(batch_size, replicas):
+  """Raises ValueError unless the global batch splits evenly over the replicas."""
+  if batch_size % replicas:
+    raise ValueError(f"batch_size={batch_size} must be a multiple of the number of "
+                     f"replicas ({replicas}); use e.g. batch_size="
+                     f"{max(1, batch_size // replicas) * replicas}")
+
+
+# --- state --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _State:
+  """What a run trains and checkpoints; `manager` saves `checkpoint`."""
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  checkpoint: tf.train.Checkpoint
+  manager: tf.train.CheckpointManager
+
+
+def _build_variables(model_fn, config, strategy):
+  """Model, built optimizer and step counter, created under the strategy's scope.
+
+  Layers take `config.precision`; the global policy is float32 again afterwards.
+  """
+  keras.mixed_precision.set_global_policy(config.precision)
+  try:
+    with strategy.scope():
+      model = model_fn()
+      optimizer = _make_optimizer(config, loss_scale=config.precision == "mixed_float16")
+      optimizer.build(model.trainable_variables)
+      step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  return model, optimizer, step
+
+
+def _checkpoint_dir(strategy, model_dir):
+  """Where this worker saves: non-chief workers must write too (the save is collective),
+  but to a scratch folder that `train` deletes at the end."""
+  if strategy_lib.is_chief(strategy):
+    return os.path.join(model_dir, "checkpoints")
+  return os.path.join(model_dir, "scratch", f"worker{strategy.cluster_resolver.task_id}")
+
+
+def _restore(checkpoint, model_dir):
+  """Restores model_dir's latest checkpoint, refusing one written by another architecture."""
+  latest = tf.train.CheckpointManager(
+      checkpoint, os.path.join(model_dir, "checkpoints"), 1).latest_checkpoint
+  if not latest:
+    return
+  try:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+    reason = str(e).strip().splitlines()[0][:160]
+    raise ValueError(f"model_dir={model_dir!r} holds a checkpoint of another model or "
+                     f"optimizer ({reason}); use a new model_dir or delete it") from None
+
+
+def _build_state(model_fn, config, strategy, model_dir):
+  """Builds the run's variables and restores them from model_dir's latest checkpoint."""
+  model, optimizer, step = _build_variables(model_fn, config, strategy)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, model_dir),
+                                       config.keep_checkpoints)
+  _restore(checkpoint, model_dir)
+  if config.schedule == "constant":
+    # A restored constant rate is replaced by the configured one: the config rules.
+    optim.inner(optimizer).learning_rate = config.learning_rate
+  return _State(model, optimizer, step, checkpoint, manager)
+
+
+# --- inner loop and evaluation ------------------------------------------------------
+
+
+def _replica_step(model, optimizer, batch, global_batch_size):
   """One step on one replica; returns this replica's share of loss and correct count."""
   with tf.GradientTape() as tape:
     logits = tf.cast(model(batch["image"], training=True), tf.float32)
@@ -81,12 +182,45 @@ def _replica_step(model, optimizer, batch, global_batch_size, loss_scale):
     loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
     if model.losses:
       loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-    scaled = optimizer.scale_loss(loss) if loss_scale else loss
+    scaled = optimizer.scale_loss(loss)  # The loss itself unless loss scaling is on.
   gradients = tape.gradient(scaled, model.trainable_variables)
   optimizer.apply_gradients(zip(gradients, model.trainable_variables))
   correct = tf.reduce_sum(tf.cast(
       tf.equal(tf.argmax(logits, -1), tf.cast(batch["label"], tf.int64)), tf.float32))
   return loss, correct
+
+
+def _make_runner(strategy, state, global_batch_size, dataset):
+  """The inner loop: run(num_steps) trains num_steps steps in one host call.
+
+  Args:
+    strategy: the tf.distribute.Strategy.
+    state: the run's _State; its step counter advances with every step.
+    global_batch_size: examples per step over all replicas.
+    dataset: the distributed training dataset (read on from where it starts).
+
+  Returns:
+    run(num_steps) -> (losses, correct): numpy [num_steps] of each step's loss and
+    correct count, summed over replicas.
+  """
+  iterator = iter(dataset)
+
+  @tf.function
+  def run_steps(iterator, num_steps):
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    correct = tf.TensorArray(tf.float32, size=num_steps)
+    for i in tf.range(num_steps):
+      loss, right = strategy.run(_replica_step, args=(
+          state.model, state.optimizer, next(iterator), global_batch_size))
+      losses = losses.write(i, strategy.reduce("SUM", loss, axis=None))
+      correct = correct.write(i, strategy.reduce("SUM", right, axis=None))
+      state.step.assign_add(1)
+    return losses.stack(), correct.stack()
+
+  def run(num_steps):
+    return tuple(t.numpy() for t in run_steps(iterator, tf.constant(num_steps)))
+
+  return run
 
 
 def _eval_replica(model, batch):
@@ -99,8 +233,94 @@ def _eval_replica(model, batch):
   return tf.reduce_sum(per_example), tf.reduce_sum(correct), count
 
 
+def _make_evaluator(strategy, model, eval_input):
+  """evaluate() -> numpy [loss sum, correct, count] over one pass; None without eval_input."""
+  if eval_input is None:
+    return None
+  dataset = strategy.distribute_datasets_from_function(eval_input)
+
+  @tf.function
+  def evaluate_dataset(dataset):
+    totals = tf.zeros([3])
+    for batch in dataset:
+      sums = strategy.run(_eval_replica, args=(model, batch))
+      totals += tf.stack([strategy.reduce("SUM", s, axis=None) for s in sums])
+    return totals
+
+  return lambda: evaluate_dataset(dataset).numpy()
+
+
+# --- outer loop ---------------------------------------------------------------------
+
+
+def _next_stop(step, config):
+  """The step to train to next: the nearest log, checkpoint or eval boundary after
+  `step`, at most steps_per_loop ahead and never past config.steps."""
+  stops = [config.steps, step + config.steps_per_loop]
+  for every in (config.log_every, config.checkpoint_every, config.eval_every):
+    if every:
+      stops.append((step // every + 1) * every)
+  return min(stops)
+
+
 def _all_finite(model):
   return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
+
+
+def _check_finite(losses, step, state):
+  """Raises TrainingDiverged if a loss of the steps run after `step`, or a weight, is
+  not finite; nothing is checkpointed after that, so the last checkpoint is good."""
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if not bad.size and not _all_finite(state.model):
+    bad = np.array([len(losses) - 1])
+  if bad.size:
+    raise TrainingDiverged(
+        f"loss is {losses[bad[0]]} at step {step + bad[0] + 1} (learning rate "
+        f"{optim.current_learning_rate(state.optimizer):.4g}); the last good checkpoint "
+        f"({state.manager.latest_checkpoint or 'none'}) is kept; lower learning_rate")
+
+
+class _Window:
+  """The steps run since the last record: their losses, correct counts and start time."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self):
+    self._losses, self._correct = [], []
+    self._start = time.perf_counter()
+
+  def add(self, losses, correct):
+    self._losses.append(losses)
+    self._correct.append(correct)
+
+  def record(self, step, batch_size, optimizer):
+    """The history record of the window: mean loss, accuracy, learning rate, speed."""
+    seconds = time.perf_counter() - self._start
+    losses, correct = np.concatenate(self._losses), np.concatenate(self._correct)
+    return {"step": step, "loss": float(np.mean(losses)),
+            "accuracy": float(np.sum(correct) / (losses.size * batch_size)),
+            "learning_rate": optim.current_learning_rate(optimizer),
+            "images_per_second": losses.size * batch_size / seconds}
+
+
+def _is_log_step(step, config):
+  return step % config.log_every == 0 or step >= config.steps
+
+
+def _maybe_evaluate(step, config, evaluate):
+  """eval_loss and eval_accuracy at eval_every steps and at the end; else {}."""
+  due = step >= config.steps or (config.eval_every and step % config.eval_every == 0)
+  if evaluate is None or not due:
+    return {}
+  loss_sum, right, count = evaluate()
+  return {"eval_loss": float(loss_sum / count), "eval_accuracy": float(right / count)}
+
+
+def _hook_values(hooks, step, model):
+  """Every hook's values at `step`, each key prefixed with its hook's name."""
+  return {f"{hook.name}/{key}": value
+          for hook in hooks for key, value in hook(step, model).items()}
 
 
 class _Progress:
@@ -120,17 +340,65 @@ class _Progress:
           isinstance(v, float)))
 
 
-def _restore(manager, checkpoint, model_dir):
-  """Restores the latest checkpoint, refusing one written by another architecture."""
-  if not manager.latest_checkpoint:
-    return
-  try:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-    reason = str(e).strip().splitlines()[0][:160]
-    raise ValueError(f"model_dir={model_dir!r} holds a checkpoint of another model or "
-                     f"optimizer ({reason}); use a new --workdir, or --force to start over"
-                     ) from None
+class _Outputs:
+  """Where the chief emits each record: history.jsonl, TensorBoard and progress."""
+
+  def __init__(self, model_dir, history, total, start):
+    self._history_path = os.path.join(model_dir, HISTORY)
+    self._history = history
+    self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+    self._progress = _Progress(total, start)
+
+  def emit(self, record):
+    self._history.append(record)
+    io.write_jsonl(self._history_path, self._history)
+    with self._writer.as_default(step=record["step"]):
+      for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)):  # Lists are no scalars.
+          tf.summary.scalar(key, value)
+    self._writer.flush()
+    self._progress.update(record)
+
+
+def _maybe_checkpoint(step, config, manager):
+  if step % config.checkpoint_every == 0 or step >= config.steps:
+    manager.save(checkpoint_number=step)
+
+
+def _read_history(model_dir, start):
+  """The records of model_dir's history up to `start`."""
+  # Records past the checkpoint belong to steps that will be run again.
+  return [r for r in io.read_jsonl(os.path.join(model_dir, HISTORY)) if r["step"] <= start]
+
+
+def _train_loop(config, state, run, evaluate, outputs, hooks):
+  """Trains from the state's step to config.steps; returns the last record.
+
+  Args:
+    config: the TrainConfig.
+    state: the run's _State.
+    run: run(num_steps) -> (losses, correct), from `_make_runner`.
+    evaluate: from `_make_evaluator`, or None.
+    outputs: the chief's _Outputs; None on other workers.
+    hooks: called at every log step (the chief's; () on other workers).
+  """
+  window = _Window()
+  step = int(state.step.numpy())
+  while step < config.steps:
+    stop = _next_stop(step, config)
+    losses, correct = run(stop - step)
+    _check_finite(losses, step, state)
+    window.add(losses, correct)
+    step = stop
+    if _is_log_step(step, config):
+      record = {**window.record(step, config.batch_size, state.optimizer),
+                **_maybe_evaluate(step, config, evaluate),
+                **_hook_values(hooks, step, state.model)}
+      if outputs is not None:
+        outputs.emit(record)
+      window.reset()
+    _maybe_checkpoint(step, config, state.manager)
+  return record
 
 
 def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None,
@@ -146,8 +414,9 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
     model_dir: checkpoints, history.jsonl and TensorBoard logs go here (local, gs://,
       ram://). A run already there is resumed; a finished run trains no more.
     eval_input: optional input_fn of the held-out split (one pass).
-    hooks: callables hook(step, model) -> dict, called at every log step (chief
-      only); their values are added to the history record.
+    hooks: objects with a distinct `name` and `__call__(step, model) -> dict`, called
+      at every log step (chief only); each value is added to the history record as
+      `f"{hook.name}/{key}"`.
 
   Returns:
     (model, record): the trained model (this worker's replica) and the last history
@@ -156,124 +425,29 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
   Raises:
     TrainingDiverged: the loss or a weight became NaN or infinite; no checkpoint is
       written after that, so the last one saved holds finite weights.
-    ValueError: bad configuration, or model_dir holds another model's checkpoint.
+    ValueError: bad configuration, two hooks of one name, or model_dir holds another
+      model's checkpoint.
   """
   config.validate()
-  chief = strategy_lib.is_chief(strategy)
-  replicas = strategy.num_replicas_in_sync
-  if config.batch_size % replicas:
-    raise ValueError(f"batch_size={config.batch_size} must be a multiple of the number of "
-                     f"replicas ({replicas}); use e.g. --batch_size="
-                     f"{max(1, config.batch_size // replicas) * replicas}")
+  hooks = tuple(hooks)
+  _check_hook_names(hooks)
+  _check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
   set_up_determinism(config)
-  keras.mixed_precision.set_global_policy(config.precision)
-  loss_scale = config.precision == "mixed_float16"
-  try:
-    with strategy.scope():
-      model = model_fn()
-      optimizer = optim.make_optimizer(
-          config.optimizer, optim.make_schedule(config.schedule, config.learning_rate,
-                                                config.steps, config.schedule_boundaries),
-          config.momentum, config.weight_decay, loss_scale=loss_scale)
-      optimizer.build(model.trainable_variables)
-      step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-  # Non-chief workers must write too (the save is collective) but to a scratch folder.
-  checkpoint_dir = os.path.join(model_dir, "checkpoints")
-  if not chief:
-    checkpoint_dir = os.path.join(model_dir, "scratch", f"worker{strategy.cluster_resolver.task_id}")
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, config.keep_checkpoints)
-  _restore(tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), 1),
-           checkpoint, model_dir)
-  if config.schedule == "constant":
-    # A restored constant rate is replaced by the configured one: the config rules.
-    optim.inner(optimizer).learning_rate = config.learning_rate
-  start = int(step.numpy())
-  history_path = os.path.join(model_dir, HISTORY)
-  # Records past the checkpoint belong to steps that will be run again.
-  history = [r for r in io.read_jsonl(history_path) if r["step"] <= start]
+  state = _build_state(model_fn, config, strategy, model_dir)
+  start = int(state.step.numpy())
+  history = _read_history(model_dir, start)
   if start >= config.steps:
     logging.info("%s: already trained %d steps; nothing to do", model_dir, start)
-    return model, (history[-1] if history else {"step": start})
-
-  iterator = iter(strategy.distribute_datasets_from_function(train_input(start)))
-
-  @tf.function
-  def train_loop(iterator, num_steps):
-    losses = tf.TensorArray(tf.float32, size=num_steps)
-    correct = tf.TensorArray(tf.float32, size=num_steps)
-    for i in tf.range(num_steps):
-      loss, right = strategy.run(_replica_step, args=(
-          model, optimizer, next(iterator), config.batch_size, loss_scale))
-      losses = losses.write(i, strategy.reduce("SUM", loss, axis=None))
-      correct = correct.write(i, strategy.reduce("SUM", right, axis=None))
-      step.assign_add(1)
-    return losses.stack(), correct.stack()
-
-  @tf.function
-  def evaluate(dataset):
-    totals = tf.zeros([3])
-    for batch in dataset:
-      sums = strategy.run(_eval_replica, args=(model, batch))
-      totals += tf.stack([strategy.reduce("SUM", s, axis=None) for s in sums])
-    return totals
-
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard")) \
-      if chief else tf.summary.create_noop_writer()
-  progress = _Progress(config.steps, start) if chief else None
-  eval_dataset = strategy.distribute_datasets_from_function(eval_input) if eval_input else None
-  window = []  # (loss, correct) of the steps since the last log.
-  window_start = time.perf_counter()
-  record = history[-1] if history else {"step": start}
-  current = start
-  while current < config.steps:
-    boundaries = [config.steps, current + config.steps_per_loop]
-    for every in (config.log_every, config.checkpoint_every, config.eval_every):
-      if every:
-        boundaries.append((current // every + 1) * every)
-    num_steps = min(boundaries) - current
-    losses, correct = (t.numpy() for t in train_loop(iterator, tf.constant(num_steps)))
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if not bad.size and not _all_finite(model):
-      bad = np.array([num_steps - 1])
-    if bad.size:
-      raise TrainingDiverged(
-          f"loss is {losses[bad[0]]} at step {current + bad[0] + 1} (learning rate "
-          f"{optim.current_learning_rate(optimizer):.4g}); the last good checkpoint "
-          f"({manager.latest_checkpoint or 'none'}) is kept; lower --learning_rate")
-    window.extend(zip(losses, correct))
-    current += num_steps
-    done = current >= config.steps
-    if current % config.log_every == 0 or done:
-      seconds = time.perf_counter() - window_start
-      record = {"step": current, "loss": float(np.mean([w[0] for w in window])),
-                "accuracy": float(np.sum([w[1] for w in window]) /
-                                  (len(window) * config.batch_size)),
-                "learning_rate": optim.current_learning_rate(optimizer),
-                "images_per_second": len(window) * config.batch_size / seconds}
-      if eval_dataset is not None and (done or (config.eval_every and
-                                                current % config.eval_every == 0)):
-        loss_sum, right, count = evaluate(eval_dataset).numpy()
-        record.update(eval_loss=float(loss_sum / count), eval_accuracy=float(right / count))
-      if chief:
-        for hook in hooks:
-          record.update(hook(current, model))
-        history.append(record)
-        io.write_jsonl(history_path, history)
-        with writer.as_default(step=current):
-          for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-              tf.summary.scalar(key, value)
-        writer.flush()
-        progress.update(record)
-      window, window_start = [], time.perf_counter()
-    if current % config.checkpoint_every == 0 or done:
-      manager.save(checkpoint_number=current)
+    return state.model, (history[-1] if history else {"step": start})
+  run = _make_runner(strategy, state, config.batch_size,
+                     strategy.distribute_datasets_from_function(train_input(start)))
+  evaluate = _make_evaluator(strategy, state.model, eval_input)
+  chief = strategy_lib.is_chief(strategy)
+  outputs = _Outputs(model_dir, history, config.steps, start) if chief else None
+  record = _train_loop(config, state, run, evaluate, outputs, hooks if chief else ())
   if not chief:
-    tf.io.gfile.rmtree(checkpoint_dir)
-  return model, record
+    tf.io.gfile.rmtree(state.manager.directory)
+  return state.model, record
 
 
 def load_weights(model, model_dir):

@@ -1,0 +1,7 @@
+"""Analyses: one module each, registered by name (`--analyses=NAME,...`)."""
+from tfrandlabels.analyses import alignment
+from tfrandlabels.analyses import attribution
+from tfrandlabels.analyses.registry import available
+from tfrandlabels.analyses.registry import get
+
+del alignment, attribution

@@ -1,0 +1,113 @@
+"""Batch ops: small factories that return `fn(batch) -> batch` for the input pipeline.
+
+`make_input_fn(..., batch_ops=[...])` applies them in order after batching, in graph
+and vectorized over the batch (a batch is a dict {"image": [B, H, W, C], "label",
+"index"}). Three kinds, each also reachable by name from a flag:
+
+  normalize(mean, std)         uint8 units -> float32: (x - mean) / std per channel
+  frequency_filter("low_pass:8" | "high_pass:8" | "band_pass:4-12" | "band_stop:4-12")
+  input_corruption("shuffled_pixels:0.5" | "random_pixels:0.5" | "gaussian:0.5", seed)
+
+Corruption runs on images in uint8 units, before `normalize`; frequency filters run
+on normalized float images, after it (`image_ops` puts them in that order).
+"""
+import numpy as np
+import tensorflow as tf
+
+from tfrandlabels.data import corruption
+from tfrandlabels.data import frequency
+
+FILTER_FORMS = "low_pass:R, high_pass:R, band_pass:R1-R2 or band_stop:R1-R2 (radii in pixels)"
+CORRUPTION_FORM = f"MODE:FRACTION with MODE one of {', '.join(corruption.INPUT_MODES)}"
+
+
+def normalize(mean=None, std=None):
+  """Casts to float32 and standardizes per channel; default scales to [0, 1]."""
+  if (mean is None) != (std is None):
+    raise ValueError("mean and std must be given together (per-channel, uint8 units)")
+  shift = np.zeros(1, np.float32) if mean is None else np.asarray(mean, np.float32)
+  scale = np.full(1, 255.0, np.float32) if std is None else np.asarray(std, np.float32)
+  if np.any(scale <= 0):
+    raise ValueError(f"std={std!r} must be positive")
+
+  def op(batch):
+    return {**batch, "image": (tf.cast(batch["image"], tf.float32) - shift) / scale}
+
+  return op
+
+
+def parse_filter(text):
+  """'band_pass:4-12' -> ('band_pass', 4.0, 12.0); low/high pass give (kind, 0, R)."""
+  kind, _, radii = str(text).partition(":")
+  try:
+    values = [float(r) for r in radii.split("-")]
+  except ValueError:
+    values = []
+  expected = 1 if kind in ("low_pass", "high_pass") else 2
+  if kind not in frequency.FILTERS or len(values) != expected or min(values) < 0 or (
+      expected == 2 and values[0] > values[1]):
+    raise ValueError(f"filter={text!r} must be {FILTER_FORMS}")
+  return (kind, 0.0, values[0]) if expected == 1 else (kind, values[0], values[1])
+
+
+def frequency_filter(text):
+  """A batch op that keeps the frequencies the named filter passes (see `frequency`)."""
+  kind, r_min, r_max = parse_filter(text)
+
+  def op(batch):
+    images = batch["image"]
+    mask = frequency.make_mask(kind, tuple(images.shape[1:3]), r_min, r_max)
+    return {**batch, "image": frequency.apply_mask(images, mask)}
+
+  return op
+
+
+def parse_corruption(text):
+  """'shuffled_pixels:0.5' -> ('shuffled_pixels', 0.5)."""
+  mode, _, fraction = str(text).partition(":")
+  try:
+    value = float(fraction)
+  except ValueError:
+    value = -1.0
+  if mode not in corruption.INPUT_MODES or not 0 <= value <= 1:
+    raise ValueError(f"corruption={text!r} must be {CORRUPTION_FORM}, FRACTION in [0, 1]")
+  return mode, value
+
+
+def input_corruption(text, seed, mean=None, std=None):
+  """A batch op corrupting the selected examples' images, keyed by (seed, index).
+
+  The same corruption as `corruption.corrupt_inputs`, image by image; `gaussian`
+  needs the data's per-channel `mean` and `std` in uint8 units.
+  """
+  mode, fraction = parse_corruption(text)
+  if mode == "gaussian" and (mean is None or std is None):
+    raise ValueError("corruption 'gaussian' needs the data's per-channel mean and std")
+
+  def corrupt(args):
+    image, index = args
+    return corruption.corrupt_image(image, index, mode=mode, fraction=fraction, seed=seed,
+                                    mean=mean, std=std)
+
+  def op(batch):
+    images = tf.map_fn(corrupt, (batch["image"], batch["index"]),
+                       fn_output_signature=batch["image"].dtype)
+    return {**batch, "image": images}
+
+  return op
+
+
+def image_ops(*, mean, std, corruption_spec=None, moments=(None, None), filter_spec=None,
+              seed=0):
+  """The standard op list: corruption (uint8 units), normalization, frequency filter.
+
+  `mean`, `std` normalize; `moments` are the data's per-channel (mean, std) that the
+  `gaussian` corruption draws pixels from.
+  """
+  ops = []
+  if corruption_spec:
+    ops.append(input_corruption(corruption_spec, seed, *moments))
+  ops.append(normalize(mean, std))
+  if filter_spec:
+    ops.append(frequency_filter(filter_spec))
+  return ops

@@ -1,0 +1,7 @@
+"""Experiments: one module each, registered by name (`--experiment=NAME`)."""
+from tfrandlabels.experiments import gaussian
+from tfrandlabels.experiments import transfer
+from tfrandlabels.experiments.registry import available
+from tfrandlabels.experiments.registry import get
+
+del gaussian, transfer

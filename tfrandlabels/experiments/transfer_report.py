@@ -1,0 +1,141 @@
+"""The transfer experiment's report sections: what it did, what it found, in numbers."""
+from tfrandlabels.pipeline import plots
+from tfrandlabels.pipeline import report
+
+VARIANT_DESCRIPTIONS = {
+    "scratch": "every layer freshly initialized: the baseline.",
+    "pretrained": "the first k layers copied from the random-label network, each kernel "
+                  "rescaled to the norm of a fresh initialization, so that what transfers "
+                  "is the direction of the weights, not their growth during pretraining.",
+    "no_rescaling": "the first k layers copied from the random-label network as they are.",
+    "covariance": "the first k layers drawn afresh from a Gaussian with the covariance of "
+                  "the pretrained filters: does the filters' covariance alone explain the "
+                  "transfer?",
+}
+TRACK_LABELS = {"upstream": "pretraining on random labels",
+                "downstream": "scratch run, real labels"}
+
+
+def _percent(value):
+  return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _steps(entry):
+  steps = entry["steps_to_target"]
+  per_seed = "; ".join("not reached" if s is None else f"{s:,}" for s in steps["per_seed"])
+  if steps["mean"] is None:
+    missed = sum(s is None for s in steps["per_seed"])
+    return f"not reached by {missed} of {len(steps['per_seed'])} seeds ({per_seed})"
+  return f"{steps['mean']:,.0f} ({per_seed})"
+
+
+def _speedup(entry):
+  speedup = entry["speedup_over_scratch"]
+  if speedup is None:
+    return "n/a (no scratch run)"
+  if speedup["ratio"] is None:
+    return "n/a (a seed did not reach the target)"
+  if speedup["ci95_low"] is None:
+    return f"{speedup['ratio']:.2f}x"
+  return f"{speedup['ratio']:.2f}x [{speedup['ci95_low']:.2f}, {speedup['ci95_high']:.2f}]"
+
+
+def _accuracy(final):
+  return f"{_percent(final['mean'])} ± {_percent(final['ci95'])}"
+
+
+def _summary(payload):
+  """The headline findings: speed-ups with intervals, test accuracy, alignment."""
+  variants, target = payload["variants"], payload["target_accuracy"]
+  lines = []
+  for name, entry in variants.items():
+    if name == "scratch":
+      continue
+    speedup = entry["speedup_over_scratch"]
+    if speedup is None or speedup["ratio"] is None:
+      lines.append(f"{name}: no speed-up can be computed ({_speed_reason(entry, variants)}).")
+      continue
+    interval = ("" if speedup["ci95_low"] is None else
+                f", 95% bootstrap interval over seeds [{speedup['ci95_low']:.2f}, "
+                f"{speedup['ci95_high']:.2f}]")
+    lines.append(f"{name} reached {target:.0%} train accuracy in "
+                 f"{entry['steps_to_target']['mean']:,.0f} steps against "
+                 f"{variants['scratch']['steps_to_target']['mean']:,.0f} from scratch: "
+                 f"{speedup['ratio']:.2f}x{interval}, {len(entry['seeds'])} seeds.")
+  lines.append("Final test accuracy (mean ± 95% t-interval): " + ", ".join(
+      f"{name} {_accuracy(entry['final_test_accuracy'])}" for name, entry in variants.items())
+               + ".")
+  upstream = payload["tracks"].get("upstream")
+  if upstream and upstream["step"]:
+    lines.append(
+        f"During pretraining the first layer's misalignment with the data went from "
+        f"{upstream['misalignment'][0]:.3f} to {upstream['misalignment'][-1]:.3f} (random-"
+        f"basis baseline {upstream['misalignment_random_basis'][0]:.3f} to "
+        f"{upstream['misalignment_random_basis'][-1]:.3f}) over {upstream['step'][-1]:,} "
+        "steps.")
+  return lines
+
+
+def _speed_reason(entry, variants):
+  if "scratch" not in variants:
+    return "no scratch run"
+  missed = [n for n, e in (("scratch", variants["scratch"]), ("this run", entry))
+            if e["steps_to_target"]["mean"] is None]
+  return f"{' and '.join(missed)} did not reach the target with every seed"
+
+
+def sections(ctx, envelope):
+  """Report sections of results/transfer.json."""
+  del ctx
+  payload = envelope["payload"]
+  variants = dict(sorted(payload["variants"].items(), key=lambda item: item[0] != "scratch"))
+  target = payload["target_accuracy"]
+  kinds = dict.fromkeys(entry["variant"] for entry in variants.values())
+  pretrain = payload["pretrain"]
+  blocks = [
+      "A network is first trained on images whose labels were replaced at random "
+      "(pretraining). Its first k layers are then copied into a fresh network trained with "
+      "the true labels on a disjoint downstream set (finetuning). If pretraining taught "
+      "those layers something about the images, the finetuned network learns faster than "
+      "one trained from scratch. Runs are named VARIANT_kK, K the number of transferred "
+      "layers.",
+      *(f"{kind}: {VARIANT_DESCRIPTIONS.get(kind, 'a variant defined by the run.')}"
+        for kind in kinds),
+      report.Table(header=["pretraining", "value"], rows=[
+          ["steps", f"{pretrain['steps']:,}"],
+          ["final train accuracy (random labels)", _percent(pretrain["final_train_accuracy"])],
+          ["realized label noise", _percent(pretrain["realized_label_noise"])]],
+                   numeric=(1,)),
+  ]
+  if variants:
+    seeds = max(len(e["seeds"]) for e in variants.values())
+    band = ("the band is the 95% t-interval of the mean" if seeds >= 3 else
+            "with fewer than 3 seeds no interval is drawn")
+    blocks += [
+        report.Plot(name="learning_curves", png=report.figure_png(
+            plots.learning_curves({n: e["curve"] for n, e in variants.items()}, target)),
+                    caption=f"Train accuracy (left) and loss (right) during finetuning: each "
+                            f"seed thin, the mean bold; {band}. The dashed line is the "
+                            f"target accuracy {target:g}."),
+        f"Steps to target: the first logged step at which a run's train accuracy reaches "
+        f"{target:g} (exact to the logging interval). Speed-up: mean steps of scratch over "
+        f"those of the run, with a 95% bootstrap interval over seeds.",
+        report.Table(header=["run", "seeds", "steps to target (mean; per seed)",
+                             "speed-up over scratch", "final test accuracy"],
+                     rows=[[n, len(e["seeds"]), _steps(e), _speedup(e),
+                            _accuracy(e["final_test_accuracy"])] for n, e in variants.items()],
+                     numeric=(1, 3, 4))]
+  tracks = {n: t for n, t in payload["tracks"].items() if t["step"]}
+  if tracks:
+    blocks += [
+        report.Plot(name="transfer_function", png=report.figure_png(
+            plots.transfer_function(tracks)),
+                    caption="The first layer's transfer function f(sigma) at several points "
+                            "of training: " + "; ".join(
+                                f"{n}: {TRACK_LABELS[n]}" for n in tracks) + "."),
+        report.Plot(name="misalignment", png=report.figure_png(plots.misalignment(tracks)),
+                    caption="Misalignment between the eigenvectors of Sigma_x and Sigma_w "
+                            "during training (solid), against the same score in random "
+                            "orthonormal bases (dashed).")]
+  return [report.Section(title="Transfer after random-label pretraining",
+                         summary=_summary(payload), blocks=blocks)]

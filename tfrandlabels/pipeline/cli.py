@@ -1,0 +1,54 @@
+"""The entry points' shared shell: flag parsing, one-line user errors, exit codes.
+
+A user error (a bad flag value, a missing file, a data set that cannot serve a
+split: `ConfigError`, or absl's own flag errors) prints one line, `error: ...`, and
+exits with status 2, before anything is written. Any other exception is a bug and
+keeps its traceback.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.training.trainer import TrainingDiverged
+
+USAGE_ERROR = 2
+DIVERGED = 1
+
+
+def fail(message, code=USAGE_ERROR):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def parse_flags(argv):
+  """absl's parser, with a bad flag reported in one line instead of the usage text."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e).strip().splitlines()[0])
+
+
+def with_default_flagfile(argv, flagfile):
+  """Reads `flagfile` first unless the command names one, so it supplies the defaults."""
+  if any(a.startswith(("--flagfile", "-flagfile")) for a in argv[1:]):
+    return argv
+  return [argv[0], f"--flagfile={flagfile}"] + argv[1:]
+
+
+def start(main, argv):
+  """Runs main(argv) under absl with one-line user errors."""
+  def guarded(args):
+    if len(args) > 1:
+      fail(f"unexpected arguments {args[1:]}; every setting is a --flag")
+    try:
+      main()
+    except ConfigError as e:
+      fail(e)
+    except TrainingDiverged as e:
+      logging.error("%s", e)
+      fail(e, DIVERGED)
+
+  app.run(guarded, argv=argv, flags_parser=parse_flags)

@@ -1,0 +1,282 @@
+"""Every figure of the pipeline, as pure functions from plain data to a matplotlib Figure.
+
+Each function takes data as the analyses produce it (lists or arrays, no files) and
+returns a Figure from `report.new_figure`; `report.figure_png` turns it into the PNG of
+a `report.Plot`. Nothing here uses pyplot, so drawing is headless and leaves no figure
+open in pyplot's registry.
+
+* `learning_curves`: train accuracy and loss of finetuning runs (Maennel et al., Fig. 1).
+* `attribution`: SmoothGrad and Grad-CAM++ maps of test images, per model.
+* `transfer_function`, `misalignment`, `eigenfilters`: first-layer alignment with the
+  data (Fig. 3 and 4).
+* `gaussian`: the transfer function on Gaussian inputs (Fig. 4 left, App. E.1).
+"""
+from typing import List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from tfrandlabels.pipeline import report
+
+INTERVAL = "95% t-interval of the mean"
+# With two seeds the t-interval is 12.7 standard errors wide: a band that size says
+# nothing the two seed lines do not show better.
+MIN_SEEDS_FOR_BAND = 3
+TRACKS = {"upstream": "random labels", "downstream": "real labels"}
+_METRICS = ("accuracy", "loss")
+_CURVE_KEYS = ("step", "seeds") + tuple(f"{metric}_{part}" for metric in _METRICS
+                                        for part in ("per_seed", "mean", "ci95"))
+
+
+def _check_curve(name: str, curve: Mapping) -> None:
+  missing = [key for key in _CURVE_KEYS if key not in curve]
+  if missing:
+    raise ValueError(f"runs[{name!r}] is missing {missing}: pass the dict that "
+                     "curves.learning_curves returns for the run's histories.")
+
+
+def _seeds(count: int) -> str:
+  return f"{count} seed{'' if count == 1 else 's'}"
+
+
+def _draw_run(axes, name: str, curve: Mapping, metric: str, color: str):
+  """Draws each seed thin, their mean bold and, with enough seeds, the mean's interval.
+
+  Returns:
+    The run's legend handle (the mean line, or the band and the line) and its label.
+  """
+  steps = np.asarray(curve["step"], dtype=np.float64)
+  for values in curve[f"{metric}_per_seed"]:
+    axes.plot(steps, values, color=color, linewidth=0.7, alpha=0.35)
+  mean = np.asarray(curve[f"{metric}_mean"], dtype=np.float64)
+  line, = axes.plot(steps, mean, color=color, linewidth=2.2)
+  label = f"{name}: mean of {_seeds(curve['seeds'])}"
+  if curve["seeds"] < MIN_SEEDS_FOR_BAND:
+    return line, label
+  half_width = np.asarray(curve[f"{metric}_ci95"], dtype=np.float64)
+  lower = mean - half_width
+  if metric == "loss":
+    # The loss axis is logarithmic, where a band reaching zero cannot be drawn: it
+    # stops at a hundredth of the mean.
+    lower = np.maximum(lower, mean / 100)
+  band = axes.fill_between(steps, lower, mean + half_width, color=color, alpha=0.2,
+                           linewidth=0)
+  return (band, line), f"{label} ± {INTERVAL}"
+
+
+def learning_curves(runs: Mapping[str, Mapping], target: float) -> Figure:
+  """Train accuracy and loss during finetuning: every seed, their mean and its interval.
+
+  Args:
+    runs: run name -> its curve as `curves.learning_curves` returns it ("step",
+      "seeds", and per seed, mean and ci95 of "accuracy" and "loss").
+    target: the target train accuracy, drawn as a dashed line.
+
+  Returns:
+    Two panels, train accuracy and train loss (log scale). Each seed is a thin line and
+    the mean a bold line in the run's colour; runs of at least MIN_SEEDS_FOR_BAND seeds
+    also get a band, the 95% Student-t interval of the mean.
+  """
+  if not runs:
+    raise ValueError("runs must map at least one run name to its learning curve.")
+  figure = report.new_figure(11, 4)
+  accuracy_axes, loss_axes = figure.subplots(1, 2)
+  legend = []
+  for index, (name, curve) in enumerate(runs.items()):
+    _check_curve(name, curve)
+    color = f"C{index % 10}"
+    legend.append(_draw_run(accuracy_axes, name, curve, "accuracy", color))
+    _draw_run(loss_axes, name, curve, "loss", color)
+  legend.append((accuracy_axes.axhline(target, color="black", linestyle="--", linewidth=1),
+                 f"target accuracy {target:g}"))
+  accuracy_axes.set(xlabel="iteration (finetuning step)", ylabel="train accuracy",
+                    title="Train accuracy (thin lines: single seeds)", ylim=(0, 1.02))
+  loss_axes.set(xlabel="iteration (finetuning step)", ylabel="train loss (cross-entropy)",
+                title="Train loss", yscale="log")
+  for axes in (accuracy_axes, loss_axes):
+    axes.grid(alpha=0.3)
+  handles, labels = zip(*legend)
+  accuracy_axes.legend(handles, labels, loc="lower right", fontsize="small")
+  return figure
+
+
+def _checked_images(images, labels: Sequence[int], maps: Mapping[str, Mapping]) -> np.ndarray:
+  """Validates the inputs of `attribution`; returns the images as uint8."""
+  images = np.asarray(images)
+  if (images.ndim != 4 or images.shape[0] == 0 or images.shape[-1] not in (1, 3)
+      or not np.issubdtype(images.dtype, np.integer) or images.min() < 0
+      or images.max() > 255):
+    raise ValueError(f"images must be uint8 [n, H, W, 1 or 3] with n >= 1, got "
+                     f"{images.dtype} {images.shape}.")
+  if len(labels) != images.shape[0]:
+    raise ValueError(f"labels must hold one label per image ({images.shape[0]}), got "
+                     f"{len(labels)}.")
+  if not isinstance(maps, Mapping) or not maps:
+    raise ValueError("maps must map at least one model name to its {'saliency', "
+                     "'gradcam++'} maps.")
+  for model_name, model_maps in maps.items():
+    for kind in ("saliency", "gradcam++"):
+      if kind not in model_maps:
+        raise ValueError(f"maps[{model_name!r}] is missing {kind!r}.")
+      if np.shape(model_maps[kind]) != images.shape[:3]:
+        raise ValueError(f"maps[{model_name!r}][{kind!r}] must have shape {images.shape[:3]} "
+                         f"(one [H, W] map per image), got {np.shape(model_maps[kind])}.")
+  return images.astype(np.uint8)
+
+
+def attribution(images, labels: Sequence[int], class_names: Optional[Sequence[str]],
+                maps: Mapping[str, Mapping]) -> Figure:
+  """Where models look: rows are images; columns the image, then two maps per model.
+
+  Args:
+    images: uint8 [n, H, W, 1 or 3], the test images.
+    labels: n class indices, the images' true labels.
+    class_names: the name of each class, or None to show "class K".
+    maps: model name -> {"saliency": [n, H, W], "gradcam++": [n, H, W]}, values in
+      [0, 1]; models are shown in this order.
+
+  Returns:
+    A grid: per model, the SmoothGrad map and the Grad-CAM++ map over the image.
+  """
+  images = _checked_images(images, labels, maps)
+  columns = 1 + 2 * len(maps)
+  figure = report.new_figure(1.7 * columns, 1.8 * len(images))
+  grid = figure.subplots(len(images), columns, squeeze=False)
+  shown = images[..., 0] if images.shape[-1] == 1 else images
+  image_cmap = "gray" if images.shape[-1] == 1 else None
+  for row, (image, label) in enumerate(zip(shown, labels)):
+    label = int(label)
+    grid[row, 0].imshow(image, cmap=image_cmap, interpolation="nearest")
+    grid[row, 0].set_ylabel(class_names[label] if class_names else f"class {label}")
+    for index, (model_name, model_maps) in enumerate(maps.items()):
+      saliency_axes, gradcam_axes = grid[row, 1 + 2 * index], grid[row, 2 + 2 * index]
+      saliency_axes.imshow(np.asarray(model_maps["saliency"])[row], cmap="inferno", vmin=0,
+                           vmax=1, interpolation="nearest")
+      gradcam_axes.imshow(image, cmap=image_cmap, interpolation="nearest")
+      gradcam_axes.imshow(np.asarray(model_maps["gradcam++"])[row], cmap="jet", vmin=0, vmax=1,
+                          alpha=0.5, interpolation="bilinear")
+      if row == 0:
+        saliency_axes.set_title(f"{model_name}\nSmoothGrad", fontsize="small")
+        gradcam_axes.set_title(f"{model_name}\nGrad-CAM++", fontsize="small")
+  grid[0, 0].set_title("image", fontsize="small")
+  for axes in grid.ravel():
+    axes.set_xticks([])
+    axes.set_yticks([])
+  return figure
+
+
+def _snapshots(track: Mapping, count: int = 4) -> List[int]:
+  """Indices of `count` records spread over training, first and last included."""
+  total = len(track["step"])
+  return sorted(set(np.linspace(0, total - 1, min(count, total)).round().astype(int)))
+
+
+def _tracks(alignment: Mapping) -> List[Tuple[str, Mapping]]:
+  """(name, track) of the alignment's upstream and downstream tracks that hold records."""
+  tracks = [(name, alignment[name]) for name in TRACKS
+            if alignment.get(name) and alignment[name]["step"]]
+  if not tracks:
+    raise ValueError(f"alignment holds no track {list(TRACKS)} with records; the trainer's "
+                     "AlignmentHook writes them to history.jsonl.")
+  return tracks
+
+
+def _transfer_panels(panels: Sequence[Tuple[str, Mapping]], xlabel: str,
+                     xscale: str) -> Figure:
+  """One panel per (title, track): f(sigma) at a few points of training."""
+  figure = report.new_figure(5 * len(panels), 3.6)
+  for axes, (title, track) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+    for i in _snapshots(track):
+      axes.plot(track["sigma"], track["transfer_function"][i], marker=".",
+                label=f"step {track['step'][i]}")
+    axes.set(xlabel=xlabel, ylabel="f(sigma)", title=title, xscale=xscale)
+    axes.legend(fontsize=8)
+  return figure
+
+
+def transfer_function(alignment: Mapping) -> Figure:
+  """f(sigma) at several points of training, upstream and downstream (Fig. 4).
+
+  Args:
+    alignment: {"upstream": track, "downstream": track (optional)}, each track
+      {"sigma", "step", "misalignment", "misalignment_random_basis",
+      "transfer_function" [records][len(sigma)]}.
+
+  Returns:
+    One panel per track that holds records.
+  """
+  return _transfer_panels([(f"{name} ({TRACKS[name]})", track)
+                           for name, track in _tracks(alignment)],
+                          xlabel="sigma (std of the data along an eigenvector of Sigma_x)",
+                          xscale="log")
+
+
+def misalignment(alignment: Mapping) -> Figure:
+  """Misalignment over training against the random-basis baseline.
+
+  Args:
+    alignment: as for `transfer_function`.
+
+  Returns:
+    One panel: per track, the misalignment in the data basis (solid) and in a random
+    orthonormal basis (dashed, same colour).
+  """
+  figure = report.new_figure(6, 3.6)
+  axes = figure.subplots()
+  for name, track in _tracks(alignment):
+    line, = axes.plot(track["step"], track["misalignment"], label=f"{name}: data basis")
+    axes.plot(track["step"], track["misalignment_random_basis"], linestyle="--",
+              color=line.get_color(), label=f"{name}: random basis")
+  axes.set(xlabel="iteration", ylabel="misalignment M", yscale="log")
+  axes.legend(fontsize=8)
+  return figure
+
+
+def _as_patch(filter_values) -> np.ndarray:
+  """Scales one filter [kh, kw, c] to [0, 1] for display (grey if one channel)."""
+  patch = np.asarray(filter_values, np.float64)
+  span = np.abs(patch).max() or 1.0
+  patch = 0.5 + 0.5 * patch / span
+  return patch[..., 0] if patch.shape[-1] == 1 else patch[..., :3]
+
+
+def eigenfilters(alignment: Mapping) -> Figure:
+  """Top eigenvectors of Sigma_x (data) above those of Sigma_w (pretrained filters), Fig. 3.
+
+  Args:
+    alignment: {"eigenfilters": {"data": [k, kh, kw, c], "pretrained": [k, kh, kw, c]}},
+      largest eigenvalue first.
+
+  Returns:
+    Two rows of k image patches.
+  """
+  rows = [("data (Sigma_x)", alignment["eigenfilters"]["data"]),
+          ("pretrained filters (Sigma_w)", alignment["eigenfilters"]["pretrained"])]
+  count = len(rows[0][1])
+  figure = report.new_figure(1.2 * count, 2.8)
+  grid = figure.subplots(2, count, squeeze=False)
+  for row, (name, filters) in enumerate(rows):
+    for column in range(count):
+      grid[row, column].imshow(_as_patch(filters[column]), cmap="gray", vmin=0, vmax=1,
+                               interpolation="nearest")
+      grid[row, column].set_xticks([])
+      grid[row, column].set_yticks([])
+    grid[row, 0].set_ylabel(name, fontsize=7)
+  return figure
+
+
+def gaussian(gaussian: Mapping[str, Mapping]) -> Figure:  # pylint: disable=redefined-outer-name
+  """f(sigma) of the first layer for each Gaussian setting (Fig. 4 left, App. E.1).
+
+  Args:
+    gaussian: setting name -> {"dim", "widths", "samples", and the track keys "sigma",
+      "step", "transfer_function"} (the gaussian stage's gaussian.json).
+
+  Returns:
+    One panel per setting.
+  """
+  if not gaussian:
+    raise ValueError("gaussian must map at least one Gaussian setting to its track.")
+  return _transfer_panels(
+      [(f"d={run['dim']}, widths {'/'.join(map(str, run['widths']))}, n={run['samples']}",
+        run) for run in gaussian.values()], xlabel="sigma", xscale="linear")
