@@ -2,9 +2,9 @@
 
 Four pipelines over the `embedded` train split (6,000 32x32x3 images), read once into
 memory so that image decoding does not dominate:
-  1. `make_input_fn`: uint8 -> float32 in [0, 1], batches of 256;
+  1. `make_input_fn` with `ops.normalize()`: uint8 -> float32 in [0, 1], batches of 256;
   2. the same with `corrupt_labels(fraction=1.0, mode="uniform")` in its `dataset_fn`;
-  3. the same with `frequency_mask=low_pass(32, 8)`: `frequency.apply_mask` on each batch;
+  3. the same with the batch op `frequency_filter('low_pass:8')`: `frequency.apply_mask` on each batch;
   4. the peer: the same filter as reference (PyTorch) implementations do it, a numpy FFT
      per image and channel in a Python loop (fft2, multiply by the unshifted mask,
      ifft2, real part), then batches of 256 collated with np.stack, labels precomputed.
@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfrandlabels import data
 from tfrandlabels.data import frequency
+from tfrandlabels.data import ops
 
 NUM_CLASSES = 10
 CUTOFF = 8  # Low-pass radius, cycles per image.
@@ -112,14 +113,15 @@ def main():
     return data.corrupt_labels(source(), fraction=1.0, num_classes=NUM_CLASSES, seed=0,
                                mode="uniform")
 
+  unit = [ops.normalize()]
   pipelines = {
       "1 decode+batch": data.make_input_fn(
-          source, global_batch_size=args.batch_size, training=False)(),
+          source, global_batch_size=args.batch_size, training=False, batch_ops=unit)(),
       "2 + corrupt_labels": data.make_input_fn(
-          corrupted, global_batch_size=args.batch_size, training=False)(),
+          corrupted, global_batch_size=args.batch_size, training=False, batch_ops=unit)(),
       "3 + apply_mask (in-graph, per batch)": data.make_input_fn(
           corrupted, global_batch_size=args.batch_size, training=False,
-          frequency_mask=mask)(),
+          batch_ops=unit + [ops.frequency_filter(f"low_pass:{CUTOFF}")])(),
   }
   epochs = {name: tf_epoch(ds) for name, ds in pipelines.items()}
   # The peer's labels are drawn once up front, as a reference implementation stores them.

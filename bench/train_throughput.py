@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels import io
 from tfrandlabels import models
+from tfrandlabels.data import ops
 from tfrandlabels.training import trainer
 
 BATCH = 256
@@ -50,7 +51,8 @@ def run_trainer(name, data_dir, steps):
     trainer.train(
         model_fn=lambda: models.build_model(name, 10, (32, 32, 3), seed=0),
         train_input=lambda start: data.make_input_fn(
-            source(data_dir), global_batch_size=BATCH, training=True, start_step=start),
+            source(data_dir), global_batch_size=BATCH, training=True, start_step=start,
+            batch_ops=[ops.normalize()]),
         config=config, strategy=tf.distribute.get_strategy(), model_dir=model_dir)
     history = io.read_jsonl(os.path.join(model_dir, trainer.HISTORY))
   return history[1]["images_per_second"]  # The first record includes tracing.
@@ -76,7 +78,8 @@ def run_fit(name, data_dir, steps):
   model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=0.9),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
-  ds = data.make_input_fn(source(data_dir), global_batch_size=BATCH, training=True)()
+  ds = data.make_input_fn(source(data_dir), global_batch_size=BATCH, training=True,
+                          batch_ops=[ops.normalize()])()
   ds = ds.map(lambda b: (b["image"], b["label"]))
   timer = _Timer(warmup)
   model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, callbacks=[timer], verbose=0)

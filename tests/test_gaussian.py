@@ -1,13 +1,16 @@
 """The Gaussian random-label experiment: data statistics, settings, and the stage."""
-import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
+from tfrandlabels import experiments
 from tfrandlabels.data import synthetic
-from tfrandlabels.pipeline import stages
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.experiments import gaussian
+from tfrandlabels.pipeline import results
+from tfrandlabels.pipeline import run_main
+from tfrandlabels.pipeline import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,32 +29,50 @@ def test_gaussian_data_has_the_requested_covariance_and_random_labels():
   assert [e["index"] for e in examples[:3]] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("30:0.1-3.0:2048x256", "is not DIM:LOW-HIGH:WIDTHS:SAMPLES"),
-    ("30:3.0-0.1:256x256:100", "0 < low <= high"),
-    ("30:0.1-3.0:0x256:100", "needs widths and samples >= 1"),
+def _setting(folder, name, **values):
+  path = folder / f"{name}.cfg"
+  path.write_text("".join(f"--{k}={v}\n" for k, v in values.items()))
+  return str(path)
+
+
+GOOD = dict(dim=4, variance_min=0.5, variance_max=2.0, widths="16,8", samples=256)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(widths="0,8"), "--widths=0,8 must be integers >= 1"),
+    (dict(variance_min=3.0), "0 < low <= high"),
+    (dict(samples=0), "samples"),
+    (dict(dim="x"), "dim"),
 ])
-def test_bad_settings(text, message):
-  with pytest.raises(ValueError, match=message):
-    stages.parse_gaussian_setting(text)
+def test_bad_settings_name_the_file(tmp_path, change, message):
+  path = _setting(tmp_path, "bad", **{**GOOD, **change})
+  with pytest.raises(ConfigError, match=message) as error:
+    gaussian.parse_setting(path)
+  assert f"--gaussian_settings: {path}" in str(error.value)
 
 
-def test_gaussian_stage_tracks_the_transfer_function(tmp_path):
-  sys.path.insert(0, os.path.join(REPO, "pipelines"))
-  import run  # pylint: disable=import-outside-toplevel
-  sys.path.pop(0)
-  run.FLAGS.unparse_flags()
-  run.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, 'gaussian.cfg')}",
-             f"--workdir={tmp_path}", "--gaussian_settings=4:0.5-2.0:16x8:256",
-             "--gaussian_steps=20", "--log_every=10", "--steps_per_loop=10",
-             "--checkpoint_every=10", "--batch_size=32"])
-  from tfrandlabels.pipeline import runner  # pylint: disable=import-outside-toplevel
-  report = runner.run(run.settings())
-  summary = json.loads((tmp_path / "gaussian.json").read_text())
-  result = summary["d4_w16x8_n256"]
-  np.testing.assert_allclose(result["sigma"], np.sqrt([2.0, 1.5, 1.0, 0.5]))
-  assert result["step"] == [10, 20]
-  assert all(len(f) == 4 and min(f) > 0 for f in result["transfer_function"])
+def test_shipped_settings_parse():
+  names = [gaussian.setting_name(gaussian.parse_setting(os.path.join("gaussian", f)))
+           for f in ("d10_wide.cfg", "d30_wide.cfg", "d30_narrow.cfg")]
+  assert names == ["d10_v1-1.9_w2048x256_n10000", "d30_v0.1-3_w2048x256_n10000",
+                   "d30_v0.1-3_w256x256_n2000"]
+
+
+def test_gaussian_experiment_tracks_the_transfer_function(tmp_path):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, 'gaussian.cfg')}",
+               f"--workdir={tmp_path / 'work'}",
+               f"--gaussian_settings={_setting(tmp_path, 'tiny', **GOOD)}",
+               "--gaussian_steps=20", "--log_every=10", "--steps_per_loop=10",
+               "--checkpoint_every=10", "--batch_size=32"])
+  experiment = experiments.get("gaussian")
+  report = runner.run(experiment, run_main.settings(experiment))
+  envelope = results.read(str(tmp_path / "work"), "gaussian")
+  result = envelope["payload"]["settings"]["d4_v0.5-2_w16x8_n256"]
+  np.testing.assert_allclose(result["track"]["sigma"], np.sqrt([2.0, 1.5, 1.0, 0.5]))
+  assert result["track"]["step"] == [10, 20]
+  assert all(len(f) == 4 and min(f) > 0 for f in result["track"]["transfer_function"])
   html = open(report).read()
   assert "Gaussian inputs with random labels" in html
-  assert (tmp_path / "figures" / "gaussian.png").exists()
+  assert (tmp_path / "work" / "figures" / "gaussian.png").exists()

@@ -68,8 +68,8 @@ def test_linear_feature_map_has_constant_metric():
   feature_fn = lambda x: tf.matmul(x, tf.constant(weights.T))
   x = rng.standard_normal((5, dim))
   metric = geometry.pullback_metric(geometry.feature_jacobian(feature_fn, x)).numpy()
-  np.testing.assert_allclose(metric, np.broadcast_to(weights.T @ weights / width, metric.shape),
-                             rtol=1e-12, atol=1e-12)
+  expected = np.broadcast_to(weights.T @ weights / width, metric.shape)
+  np.testing.assert_allclose(metric, expected, rtol=1e-12, atol=1e-12)
   u, v = rng.standard_normal(dim), rng.standard_normal(dim)
   plane = np.stack([u, v], axis=1)
   expected = plane.T @ weights.T @ weights @ plane / width
@@ -77,7 +77,11 @@ def test_linear_feature_map_has_constant_metric():
                              np.broadcast_to(expected, (5, 2, 2)), rtol=1e-12, atol=1e-12)
 
 
+# Reverse mode (d >= n, chunks of features) for the narrow MLP and the conv net, forward
+# mode (d < n, chunks of input directions) for the wide MLP. A chunk of 3 leaves a
+# partial last chunk for the conv net (n = 8) and the wide MLP (d = 4).
 @pytest.mark.parametrize("model_fn, input_shape, width", [
+    (lambda width: tanh_mlp(4, width, seed=1), (4,), 3),
     (lambda width: tanh_mlp(4, width, seed=1), (4,), 7),
     (lambda width: tiny_conv_net(width, seed=2), (6, 6, 2), 8),
 ])
@@ -86,7 +90,7 @@ def test_chunked_jacobian_matches_per_point_loop(model_fn, input_shape, width):
   x = np.random.default_rng(3).standard_normal((3, *input_shape)).astype(np.float32)
   expected = looped_jacobian(feature_fn, x)
   assert expected.shape == (3, width, math.prod(input_shape))
-  for chunk_size in (None, 1, 3, width, width + 5):
+  for chunk_size in (None, 1, 3, 100):
     jacobian = geometry.feature_jacobian(feature_fn, x, chunk_size=chunk_size)
     assert jacobian.dtype == tf.float32
     np.testing.assert_allclose(jacobian.numpy(), expected, rtol=1e-5, atol=1e-6,
@@ -132,6 +136,8 @@ def test_log10_volume_equals_log_sqrt_det_in_two_dimensions():
   np.testing.assert_array_equal(num_zero, 0)
   np.testing.assert_allclose(log_volume, np.log10(sqrt_det), atol=1e-5)
   np.testing.assert_allclose(geometry.volume_element_2d(feature_fn, x), sqrt_det, rtol=1e-5)
+  # A single feature has rank <= 1: no area.
+  np.testing.assert_array_equal(geometry.volume_element_2d(lambda x: x[:, :1] ** 2, x), 0.0)
   with pytest.raises(ValueError, match="2-D inputs"):
     geometry.volume_element_2d(inference(tanh_mlp(3, 4, seed=0)), np.zeros((2, 3)))
 

@@ -41,7 +41,8 @@ def _names(model):
 
 
 def test_registry_lists_every_family():
-  assert models.available_models() == ("mlp", "resnet18", "simple_cnn", "vgg16", "wrn28_4")
+  assert models.available_models() == ("mlp", "ntk_mlp", "resnet18", "simple_cnn", "vgg16",
+                                      "wrn28_4")
   assert set(models.MODELS) == set(models.available_models())
 
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfrandlabels import data
-from tfrandlabels.data import frequency
+from tfrandlabels.data import ops
 
 N = 50
 
@@ -23,7 +23,7 @@ def _batches(input_fn, count, context=None):
 def test_training_stream_covers_each_epoch_once():
   fn = data.make_input_fn(_source, global_batch_size=10, training=True, seed=1)
   batches = _batches(fn, 10)
-  assert all(b["image"].shape == (10, 8, 8, 3) and b["image"].dtype == np.float32
+  assert all(b["image"].shape == (10, 8, 8, 3) and b["image"].dtype == np.uint8
              for b in batches)
   first, second = (np.concatenate([b["index"] for b in batches[i:i + 5]]) for i in (0, 5))
   assert sorted(first) == list(range(N)) and sorted(second) == list(range(N))
@@ -65,24 +65,63 @@ def test_input_pipelines_shard_the_data():
 
 def test_evaluation_is_one_ordered_pass_with_normalization():
   mean, std = [10.0, 20.0, 30.0], [2.0, 4.0, 8.0]
-  fn = data.make_input_fn(_source, global_batch_size=16, training=False, mean=mean, std=std)
+  fn = data.make_input_fn(_source, global_batch_size=16, training=False,
+                          batch_ops=[ops.normalize(mean, std)])
   batches = _batches(fn, 100)
   assert [len(b["index"]) for b in batches] == [16, 16, 16, 2]
   images = np.concatenate([b["image"] for b in batches])
   raw = np.stack([e["image"] for e in _source().as_numpy_iterator()]).astype(np.float32)
   np.testing.assert_allclose(images, (raw - mean) / std, rtol=1e-6)
-  scaled = np.concatenate([b["image"] for b in _batches(
-      data.make_input_fn(_source, global_batch_size=16, training=False), 100)])
+  scaled = np.concatenate([b["image"] for b in _batches(data.make_input_fn(
+      _source, global_batch_size=16, training=False, batch_ops=[ops.normalize()]), 100)])
   np.testing.assert_allclose(scaled, raw / 255.0, rtol=1e-6)
 
 
-def test_frequency_mask_is_applied_to_batches():
-  mask = frequency.low_pass(8, 2)
-  plain = _batches(data.make_input_fn(_source, global_batch_size=10, training=False), 1)[0]
-  filtered = _batches(data.make_input_fn(_source, global_batch_size=10, training=False,
-                                         frequency_mask=mask), 1)[0]
-  np.testing.assert_allclose(filtered["image"], frequency.apply_mask(plain["image"], mask),
-                             atol=1e-6)
+def _numpy_low_pass(images, radius):
+  """Keeps the frequencies within `radius` of the centre: numpy.fft, image by image."""
+  height, width = images.shape[1:3]
+  rows, cols = np.meshgrid(np.arange(height) - height // 2, np.arange(width) - width // 2,
+                           indexing="ij")
+  mask = np.hypot(rows, cols) <= radius
+  spectrum = np.fft.fftshift(np.fft.fft2(images, axes=(1, 2)), axes=(1, 2))
+  kept = np.fft.ifftshift(spectrum * mask[None, :, :, None], axes=(1, 2))
+  return np.real(np.fft.ifft2(kept, axes=(1, 2)))
+
+
+def test_frequency_filter_op_matches_numpy():
+  raw = np.stack([e["image"] for e in _source().take(10).as_numpy_iterator()])
+  fn = data.make_input_fn(_source, global_batch_size=10, training=False,
+                          batch_ops=[ops.normalize(), ops.frequency_filter("low_pass:2")])
+  filtered = _batches(fn, 1)[0]["image"]
+  np.testing.assert_allclose(filtered, _numpy_low_pass(raw / 255.0, 2), atol=1e-5)
+
+
+def test_input_corruption_op_matches_the_dataset_corruption():
+  corrupted = np.stack([e["image"] for e in data.corrupt_inputs(
+      _source(), mode="random_pixels", fraction=0.5, seed=3).as_numpy_iterator()])
+  fn = data.make_input_fn(_source, global_batch_size=N, training=False,
+                          batch_ops=[ops.input_corruption("random_pixels:0.5", seed=3)])
+  batch = _batches(fn, 1)[0]
+  np.testing.assert_array_equal(batch["image"], corrupted)
+  raw = np.stack([e["image"] for e in _source().as_numpy_iterator()])
+  changed = np.mean([not np.array_equal(a, b) for a, b in zip(raw, batch["image"])])
+  assert 0.25 < changed < 0.75
+
+
+@pytest.mark.parametrize("text, message", [
+    ("low_pass", "filter='low_pass' must be low_pass:R"),
+    ("band_pass:12-4", "must be"),
+    ("notch:3", "must be"),
+])
+def test_bad_filters(text, message):
+  with pytest.raises(ValueError, match=message):
+    ops.parse_filter(text)
+
+
+@pytest.mark.parametrize("text", ["shuffled_pixels", "shuffled_pixels:2", "blur:0.5"])
+def test_bad_corruptions(text):
+  with pytest.raises(ValueError, match="must be MODE:FRACTION"):
+    ops.parse_corruption(text)
 
 
 def test_bad_batch_sizes():

@@ -1,31 +1,44 @@
-"""The pipeline end to end: outputs, skipping, resume, configs, and refused input."""
+"""The pipeline end to end, as users run it: outputs, skipping, resume, analyses on any
+model, configs, and refused input."""
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from absl import flags
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import write_tfds_metadata
+from tfrandlabels import data
+from tfrandlabels import experiments
+from tfrandlabels.analysis import alignment
+from tfrandlabels.pipeline import results
+from tfrandlabels.pipeline import run_main
+from tfrandlabels.pipeline import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(REPO, "pipelines", "run.py")
+ANALYZE = os.path.join(REPO, "pipelines", "analyze.py")
 TINY = ["--upstream_split=train[:128]", "--downstream_split=train[128:256]",
         "--test_split=test[:64]", "--pretrain_steps=4", "--finetune_steps=4",
         "--batch_size=32", "--seeds=0,1", "--log_every=2", "--steps_per_loop=2",
-        "--checkpoint_every=2", "--attribution_images=2", "--target_accuracy=0.2"]
-RESULT_KEYS = {"config", "target_accuracy", "pretrain", "variants", "alignment"}
+        "--checkpoint_every=2", "--attribution_images=2", "--attribution_samples=2",
+        "--target_accuracy=0.2"]
 VARIANT_KEYS = {"variant", "transfer_layers", "seeds", "curve", "steps_to_target",
                 "speedup_over_scratch", "final_test_accuracy"}
 
 
-def _run(*flags, wait=True):
+def _run(script, *args, wait=True):
   process = subprocess.Popen(
-      [sys.executable, RUN, *flags], cwd=REPO, stdout=subprocess.PIPE,
+      [sys.executable, script, *args], cwd=REPO, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   if not wait:
     return process
@@ -33,11 +46,16 @@ def _run(*flags, wait=True):
   return process.returncode, output
 
 
+def _checksums(folder):
+  return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def finished(embedded_dir, tmp_path_factory):
   """One tiny end-to-end run of the default configuration."""
   workdir = tmp_path_factory.mktemp("run") / "work"
-  code, output = _run(f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY)
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY)
   assert code == 0, output[-4000:]
   return workdir, output
 
@@ -45,68 +63,136 @@ def finished(embedded_dir, tmp_path_factory):
 def test_end_to_end_writes_results_and_report(finished):
   workdir, output = finished
   assert f"report: {workdir}/report.html" in output
-  results = json.loads((workdir / "results.json").read_text())
-  assert RESULT_KEYS <= set(results)
-  assert set(results["variants"]) == {"scratch", "pretrained_k1", "no_rescaling_k1",
+  payload = results.read(str(workdir), "transfer")["payload"]
+  assert set(payload["variants"]) == {"scratch", "pretrained_k1", "no_rescaling_k1",
                                       "covariance_k1"}
-  for name, variant in results["variants"].items():
+  for name, variant in payload["variants"].items():
     assert VARIANT_KEYS <= set(variant), name
     assert variant["seeds"] == [0, 1]
     assert variant["curve"]["step"] == [2, 4]
+    assert np.shape(variant["curve"]["accuracy_per_seed"]) == (2, 2)
     assert len(variant["final_test_accuracy"]["per_seed"]) == 2
-  assert results["pretrain"]["realized_label_noise"] == pytest.approx(0.9, abs=0.1)
-  alignment = results["alignment"]
-  assert len(alignment["upstream"]["sigma"]) == 27 and alignment["upstream"]["step"] == [2, 4]
-  assert alignment["downstream"]["step"] == [2, 4]
-  assert len(alignment["upstream"]["transfer_function"][0]) == 27
+  assert payload["pretrain"]["realized_label_noise"] == pytest.approx(0.9, abs=0.1)
+  upstream = payload["tracks"]["upstream"]
+  assert len(upstream["sigma"]) == 27 and upstream["step"] == [2, 4]
+  assert len(upstream["transfer_function"][0]) == 27
+  assert payload["tracks"]["downstream"]["step"] == [2, 4]
+  assert set(results.read(str(workdir), "alignment")["payload"]["models"]) == {
+      "random_labels", "scratch"}
+  assert set(results.read(str(workdir), "attribution")["payload"]["models"]) == {
+      "scratch", "pretrained_k1"}
   html = (workdir / "report.html").read_text()
-  assert html.count("data:image/png;base64,") >= 5
+  assert html.index("Summary") < html.index("Transfer after random-label pretraining")
+  assert html.index("<details>") > html.index("Attribution maps")
+  assert html.count("data:image/png;base64,") >= 7
   assert 'src="http' not in html
-  for figure in ("learning_curves", "attribution", "transfer_function", "misalignment",
-                 "eigenfilters"):
+  for figure in ("learning_curves", "transfer_function", "misalignment",
+                 "alignment/random_labels_eigenfilters", "attribution/scratch_maps"):
     assert (workdir / "figures" / f"{figure}.png").read_bytes()[:4] == b"\x89PNG", figure
-  flags = json.loads((workdir / "flags.json").read_text())
-  assert flags["pretrain_steps"] == 4 and flags["seeds"] == [0, 1]
+  saved = json.loads((workdir / "flags.json").read_text())
+  assert saved["experiment"] == "transfer" and saved["seeds"] == [0, 1]
   assert list((workdir / "pretrain" / "tensorboard").iterdir())
 
 
 def test_second_run_trains_nothing(finished, embedded_dir):
   workdir, _ = finished
-  histories = sorted(workdir.rglob("history.jsonl"))
-  before = {p: p.stat().st_mtime_ns for p in histories}
-  report_time = (workdir / "report.html").stat().st_mtime_ns
-  code, output = _run(f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY)
+  before = _checksums(workdir)
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY)
   assert code == 0, output[-4000:]
-  assert {p: p.stat().st_mtime_ns for p in histories} == before
-  assert (workdir / "report.html").stat().st_mtime_ns == report_time
-  assert output.count("skipping") >= 1 + 4 * 2 + 2
+  assert _checksums(workdir) == before
+  assert output.count("up to date; skipping") == 6
 
 
-@pytest.mark.parametrize("flags, message", [
+def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_dir, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished[0], workdir)
+  before = _checksums(workdir)
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
+                      "--attribution_images=3")
+  assert code == 0, output[-4000:]
+  assert "stage analysis/attribution: redoing (attribution_images)" in output
+  after = _checksums(workdir)
+  changed = {os.path.relpath(p, workdir) for p in after if before.get(p) != after[p]}
+  assert changed and all(p.startswith(("analyses/attribution", "results/attribution",
+                                       "figures", "report.html", "stages", "flags.json"))
+                         for p in changed), changed
+  labels = results.read(str(workdir), "attribution")["payload"]["models"]["scratch"]
+  assert len(labels["metrics"]["labels"]) == 3
+
+
+@pytest.mark.parametrize("args, message", [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--flagfile=missing.cfg"], "missing.cfg"),
     (["--transfer_layers=3"], "--transfer_layers=3 must be between 1 and 2"),
-    (["--seeds="], "--seeds must be a non-empty comma list"),
+    (["--transfer_layers=0"], "--transfer_layers=0 must be a non-empty comma list"),
+    (["--seeds="], "--seeds= must be a non-empty comma list"),
+    (["--seeds=1,1"], "--seeds=1,1 must be a non-empty comma list of distinct integers"),
     (["--downstream_split=train[100:300]"], "overlaps --upstream_split"),
-    (["--pretrain_steps=5"], "holds a run with other flags (pretrain_steps)"),
+    (["--pretrain_steps=5"], "holds stage pretrain run with other settings (pretrain_steps)"),
     (["--model=transformer"], "--model"),
+    (["--experiment=nope"], "--experiment=nope is not one of gaussian, transfer"),
+    (["--stages=gaussian"], "'gaussian' is not a stage of experiment transfer"),
+    (["--analyses=spectra"], "--analyses=spectra is not one of alignment, attribution"),
+    (["--train_filter=low_pass"], "--train_filter=low_pass must be low_pass:R"),
+    (["--eval_filter=band_pass:9-3"], "--eval_filter=band_pass:9-3 must be"),
+    (["--input_corruption=shuffled_pixels:2"], "--input_corruption=shuffled_pixels:2 must be"),
+    (["--test_split=validation"], "has no split 'validation'"),
+    (["--upstream_split=train[:0]"], "--upstream_split=train[:0] selects 0 examples"),
+    (["--batch_size=500"], "selects 128 examples"),
+    (["--attribution_images=0"], "--attribution_images=0 must be between 1 and 16"),
+    (["--learning_rate=-1"], "--learning_rate=-1.0 must be > 0"),
+    (["--dataset=folder:/nonexistent"], "no such directory"),
+    (["extra"], "unexpected arguments"),
 ])
-def test_bad_input_is_refused_without_damage(finished, embedded_dir, flags, message):
+def test_bad_input_is_refused_in_one_line_without_damage(finished, embedded_dir, args,
+                                                         message, capsys):
+  """In process (one TensorFlow start for all cases); the real command is checked below."""
   workdir, _ = finished
-  snapshot = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
-  code, output = _run(f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, *flags)
-  assert code != 0
-  assert message in output, output[-2000:]
-  assert "Traceback" not in output
-  assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == snapshot
+  before = _checksums(workdir)
+  flags.FLAGS.unparse_flags()
+  with pytest.raises(SystemExit) as exit_info:
+    run_main.run([RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, *args])
+  output = capsys.readouterr()
+  assert exit_info.value.code == 2, output
+  errors = [line for line in output.err.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], output.err[-2000:]
+  assert "Traceback" not in output.err + output.out
+  assert _checksums(workdir) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transfer_layers=99"], "--transfer_layers=99 must be between 1 and 2"),
+    (["--pretrain_steps=5"], "holds stage pretrain run with other settings (pretrain_steps)"),
+])
+def test_the_command_prints_one_line_and_exits_2(finished, embedded_dir, args, message):
+  workdir, _ = finished
+  before = _checksums(workdir)
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, *args)
+  assert code == 2, output[-2000:]
+  errors = [line for line in output.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], output[-2000:]
+  assert "Traceback" not in output and "USAGE" not in output
+  assert _checksums(workdir) == before
+
+
+def test_failed_first_run_leaves_nothing_and_the_corrected_command_runs(embedded_dir,
+                                                                         tmp_path):
+  workdir = tmp_path / "work"
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
+                      "--upstream_split=train[:0]", "--stages=pretrain")
+  assert code == 2 and "--upstream_split=train[:0] selects 0 examples" in output
+  assert not workdir.exists()
+  code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
+                      "--stages=pretrain")
+  assert code == 0, output[-3000:]
 
 
 def test_interrupted_finetune_resumes(embedded_dir, tmp_path):
   workdir = tmp_path / "work"
-  flags = [f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
-           "--finetune_steps=40", "--variants=scratch", "--seeds=0",
-           "--stages=pretrain,finetune"]
-  process = _run(*flags, wait=False)
+  args = [f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
+          "--finetune_steps=40", "--variants=scratch", "--seeds=0",
+          "--stages=pretrain,finetune"]
+  process = _run(RUN, *args, wait=False)
   run_dir = workdir / "finetune" / "scratch" / "seed0"
   deadline = time.time() + 600
   while not tf.train.latest_checkpoint(str(run_dir / "checkpoints")):
@@ -116,43 +202,110 @@ def test_interrupted_finetune_resumes(embedded_dir, tmp_path):
   process.wait()
   assert not (run_dir / "DONE").exists()
   interrupted = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).split("-")[-1])
-  code, output = _run(*flags)
+  code, output = _run(RUN, *args)
   assert code == 0, output[-4000:]
-  assert "pretrain: already done" in output
+  assert "stage pretrain: up to date; skipping" in output
   steps = [json.loads(line)["step"] for line in open(run_dir / "history.jsonl")]
   assert steps == list(range(2, 42, 2))
   assert interrupted < 40 and (run_dir / "DONE").exists()
 
 
+def _metrics(workdir, analysis, model):
+  return results.read(str(workdir), analysis)["payload"]["models"][model]["metrics"]
+
+
+def test_analysis_of_a_checkpoint_and_of_its_saved_model_agree(finished, embedded_dir,
+                                                               tmp_path):
+  """The same weights give the same numbers, through the pipeline or a .keras file."""
+  workdir, _ = finished
+  code, output = _run(ANALYZE, f"--model_path={workdir}", "--checkpoint=scratch",
+                      "--analyses=alignment", f"--workdir={tmp_path / 'checkpoint'}")
+  assert code == 0, output[-3000:]
+  pipeline = _metrics(workdir, "alignment", "scratch")
+  assert _metrics(tmp_path / "checkpoint", "alignment", "model") == pipeline
+  # The same weights as a Keras file, analysed with the same data flags.
+  experiment = experiments.get("transfer")
+  cfg = type("Cfg", (), json.loads((workdir / "flags.json").read_text()))
+  cfg.workdir = str(workdir)
+  from tfrandlabels.pipeline.context import Context  # pylint: disable=import-outside-toplevel
+  model = experiment.models(cfg)["scratch"].load(Context(cfg, tf.distribute.get_strategy()))
+  model.save(tmp_path / "scratch.keras")
+  code, output = _run(ANALYZE, f"--model_path={tmp_path / 'scratch.keras'}",
+                      "--dataset=embedded", f"--data_dir={embedded_dir}", "--split=test[:64]",
+                      "--batch_size=32", "--analyses=alignment",
+                      f"--workdir={tmp_path / 'keras'}")
+  assert code == 0, output[-3000:]
+  keras_metrics = _metrics(tmp_path / "keras", "alignment", "model")
+  for key in ("misalignment", "misalignment_random_basis", "transfer_function"):
+    np.testing.assert_allclose(keras_metrics[key], pipeline[key], rtol=1e-5)
+
+
+def test_analyze_runs_on_a_users_own_model(embedded_dir, tmp_path):
+  """A model built and saved outside the pipeline, checked against numpy."""
+  keras.utils.set_random_seed(1)
+  model = keras.Sequential([keras.Input((32, 32, 3)),
+                            keras.layers.Conv2D(6, 5, strides=2, activation="relu"),
+                            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+  model.save(tmp_path / "mine.keras")
+  code, output = _run(ANALYZE, f"--model_path={tmp_path / 'mine.keras'}",
+                      "--dataset=embedded", f"--data_dir={embedded_dir}", "--split=test[:40]",
+                      "--analyses=alignment,attribution", "--attribution_images=2",
+                      "--attribution_samples=2", f"--workdir={tmp_path / 'out'}")
+  assert code == 0, output[-3000:]
+  assert f"report: {tmp_path / 'out'}/report.html" in output
+  images = np.stack([e["image"] for e in data.load("embedded", "test[:40]", embedded_dir)
+                     .as_numpy_iterator()]).astype(np.float64) / 255.0
+  patches = np.stack([images[:, r:r + 5, c:c + 5, :].reshape(len(images), -1)
+                      for r in range(0, 28, 2) for c in range(0, 28, 2)], 1).reshape(-1, 75)
+  sigma_x = np.cov(patches, rowvar=False, bias=True)
+  kernel = model.layers[0].kernel.numpy()
+  expected = alignment.misalignment(sigma_x, alignment.filter_covariance(kernel))
+  metrics = _metrics(tmp_path / "out", "alignment", "model")
+  assert metrics["misalignment"] == pytest.approx(expected, rel=1e-3)
+  assert len(_metrics(tmp_path / "out", "attribution", "model")["predictions"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model_path=/nonexistent.keras"], "--model_path=/nonexistent.keras: no such file"),
+    (["--analyses=nope"], "--analyses=nope is not one of"),
+    (["--split=test[:0]"], "--split=test[:0] selects 0 examples"),
+])
+def test_analyze_refuses_bad_input_in_one_line(embedded_dir, tmp_path, args, message):
+  model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                            keras.layers.Dense(10)])
+  model.save(tmp_path / "m.keras")
+  code, output = _run(ANALYZE, f"--model_path={tmp_path / 'm.keras'}",
+                      f"--data_dir={embedded_dir}", f"--workdir={tmp_path / 'out'}", *args)
+  errors = [line for line in output.splitlines() if line.startswith("error:")]
+  assert code == 2 and len(errors) == 1 and message in errors[0], output[-2000:]
+  assert "Traceback" not in output and not (tmp_path / "out").exists()
+
+
 def _parse(flagfile, *extra):
-  """Parses a flagfile with the pipeline's own flags and validators, in process."""
-  sys.path.insert(0, os.path.join(REPO, "pipelines"))
-  import run  # pylint: disable=import-outside-toplevel
-  sys.path.pop(0)
-  run.FLAGS.unparse_flags()
-  if not getattr(run, "_validators_registered", False):
-    run._register_validators()  # pylint: disable=protected-access
-    run._validators_registered = True  # pylint: disable=protected-access
-  run.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, flagfile)}", *extra])
-  return run
+  """Parses a flagfile with the package's flags and validators, in process."""
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, flagfile)}", *extra])
+  experiment = experiments.get(flags.FLAGS.experiment)
+  return experiment, run_main.settings(experiment)
 
 
-@pytest.mark.parametrize("flagfile", ["quick.cfg", "cifar.cfg", "imagenet.cfg"])
-def test_configs_parse(flagfile):
-  cfg = _parse(flagfile).settings()
-  assert cfg.seeds and cfg.transfer_layers and cfg.pretrain_steps > 0
+@pytest.mark.parametrize("flagfile, name", [("quick.cfg", "transfer"), ("cifar.cfg", "transfer"),
+                                            ("imagenet.cfg", "transfer"),
+                                            ("gaussian.cfg", "gaussian")])
+def test_configs_parse(flagfile, name):
+  experiment, cfg = _parse(flagfile)
+  assert experiment.name == name and cfg.batch_size > 0
 
 
 def test_cifar_config_runs_two_steps_per_stage_on_mock_data(tmp_path):
   data_dir = str(tmp_path / "data")
   write_tfds_metadata("cifar10", data_dir, {"train": 50000, "test": 10000})
-  run = _parse("cifar.cfg", f"--workdir=ram://{tmp_path}/work", f"--data_dir={data_dir}",
-               "--pretrain_steps=2", "--finetune_steps=2", "--seeds=0", "--batch_size=16",
-               "--attribution_images=2")
-  from tfrandlabels.pipeline import runner  # pylint: disable=import-outside-toplevel
+  experiment, cfg = _parse(
+      "cifar.cfg", f"--workdir=ram://{tmp_path}/work", f"--data_dir={data_dir}",
+      "--pretrain_steps=2", "--finetune_steps=2", "--seeds=0", "--batch_size=16",
+      "--attribution_images=2", "--attribution_samples=2")
   with tfds.testing.mock_data(num_examples=64, data_dir=data_dir):
-    report = runner.run(run.settings())
-  results = json.loads(tf.io.gfile.GFile(f"ram://{tmp_path}/work/results.json").read())
-  assert results["config"]["dataset"] == "cifar10"
-  assert all(v["curve"]["step"] == [2] for v in results["variants"].values())
+    report = runner.run(experiment, cfg)
+  payload = results.read(f"ram://{tmp_path}/work", "transfer")["payload"]
+  assert all(v["curve"]["step"] == [2] for v in payload["variants"].values())
   assert tf.io.gfile.exists(report)

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfrandlabels.analysis import spectra
+from tfrandlabels.data import frequency
 
 
 def numpy_amplitudes(images):
@@ -141,6 +142,14 @@ def test_remove_frequencies_matches_numpy_image_by_image(shape):
                                       spectra.removal_masks(height, width, positions[:1])[0])
   assert single.dtype == tf.float32 and single.shape == (1,) + shape
   np.testing.assert_allclose(single[0], filtered[0], atol=1e-5)
+
+
+def test_remove_frequencies_keeps_a_dfm_like_apply_mask():
+  images = np.random.default_rng(8).normal(size=(2, 8, 8, 3)).astype(np.float32)
+  importance = np.random.default_rng(9).uniform(size=(8, 8))
+  dfm = spectra.dominant_frequency_map(importance, 0.2)
+  np.testing.assert_allclose(spectra.remove_frequencies(images, dfm)[0],
+                             frequency.apply_mask(images, dfm.astype(np.float32)), atol=1e-5)
 
 
 def test_remove_frequencies_refuses_asymmetric_masks():

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels import models
 from tfrandlabels.analysis import alignment
+from tfrandlabels.data import ops
 from tfrandlabels.training import hooks as hooks_lib
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
@@ -130,10 +131,11 @@ def test_memorizes_random_labels(embedded_dir, tmp_path):
   model, _ = trainer.train(
       model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), seed=0),
       train_input=lambda start: data.make_input_fn(
-          random_labelled, global_batch_size=100, training=True, start_step=start),
+          random_labelled, global_batch_size=100, training=True, start_step=start,
+          batch_ops=[ops.normalize()]),
       eval_input=data.make_input_fn(
           lambda: data.load("embedded", "test[:500]", data_dir=embedded_dir),
-          global_batch_size=100, training=False),
+          global_batch_size=100, training=False, batch_ops=[ops.normalize()]),
       config=trainer.TrainConfig(steps=350, batch_size=100, learning_rate=0.02,
                                  log_every=350, checkpoint_every=350, steps_per_loop=350),
       strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))
@@ -172,7 +174,8 @@ def _tiny_train(tmp_path, hooks=(), **overrides):
   return trainer.train(
       model_fn=lambda: models.build_model("mlp", 2, (4, 4, 1), widths=(8,), seed=0),
       train_input=lambda start: data.make_input_fn(source, global_batch_size=16,
-                                                   training=True, start_step=start),
+                                                   training=True, start_step=start,
+                                                   batch_ops=[ops.normalize()]),
       config=trainer.TrainConfig(**settings), strategy=tf.distribute.get_strategy(),
       model_dir=str(tmp_path), hooks=hooks)
 

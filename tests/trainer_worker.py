@@ -12,6 +12,7 @@ import numpy as np
 from conftest import EMBEDDED_DATA_DIR
 from tfrandlabels import data
 from tfrandlabels import models
+from tfrandlabels.data import ops
 from tfrandlabels.training import hooks
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
@@ -35,7 +36,8 @@ def run(model_dir, steps, strategy):
       model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), filters=16,
                                           hidden=16, seed=0),
       train_input=lambda start: data.make_input_fn(
-          dataset, global_batch_size=BATCH, training=True, seed=2, start_step=start),
+          dataset, global_batch_size=BATCH, training=True, seed=2, start_step=start,
+          batch_ops=[ops.normalize()]),
       config=config(steps), strategy=strategy, model_dir=model_dir,
       # The first conv sees 3x3x3 patches: 27 dimensions.
       hooks=[hooks.AlignmentHook(np.eye(27))])

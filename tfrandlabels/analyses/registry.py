@@ -14,12 +14,9 @@ import tensorflow as tf
 
 from tfrandlabels import data as data_lib
 from tfrandlabels import io
-from tfrandlabels.errors import ConfigError
 from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
-
-ANALYSES = {}
-
+from tfrandlabels.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisData:
@@ -89,21 +86,10 @@ class Analysis:
   section: Callable
 
 
-def register(analysis: Analysis) -> Analysis:
-  if analysis.name in ANALYSES:
-    raise ValueError(f"analysis {analysis.name!r} is registered twice")
-  ANALYSES[analysis.name] = analysis
-  return analysis
-
-
-def available() -> Tuple[str, ...]:
-  return tuple(sorted(ANALYSES))
-
-
-def get(name: str) -> Analysis:
-  if name not in ANALYSES:
-    raise ConfigError(f"--analyses={name} is not one of {', '.join(available())}")
-  return ANALYSES[name]
+ANALYSES = Registry("analysis", "analyses")
+register = ANALYSES.register
+available = ANALYSES.available
+get = ANALYSES.get
 
 
 def plot_path(analysis: str, model: str, plot: str) -> str:

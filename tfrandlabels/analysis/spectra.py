@@ -212,12 +212,14 @@ def _filter_half_spectra(half_spectra, masks, height, width):
 
 
 def _check_symmetric(masks):
+  """Raises unless every mask [K, H, W] treats each frequency like its partner."""
   unshifted = np.fft.ifftshift(masks, axes=(-2, -1))
   negated = np.roll(unshifted[:, ::-1, ::-1], 1, axis=(1, 2))
   if not np.array_equal(unshifted, negated):
     raise ValueError("masks must keep or remove each frequency together with its "
-                     "conjugate partner (build them with removal_masks, or pass them "
-                     "through tfrandlabels.data.frequency.symmetrize)")
+                     "conjugate partner: build removal masks with removal_masks, and "
+                     "extend a mask of kept frequencies (e.g. a DFM) with "
+                     "tfrandlabels.data.frequency.symmetrize")
 
 
 def remove_frequencies(images, masks):
@@ -225,8 +227,9 @@ def remove_frequencies(images, masks):
 
   Args:
     images: float images [B, H, W, C] (float64 is kept, anything else is float32).
-    masks: centred masks [K, H, W] (or one [H, W]), e.g. from `removal_masks`; each
-      must treat a frequency and its conjugate partner alike, so the results are real.
+    masks: centred masks [K, H, W] (or one [H, W]), e.g. from `removal_masks`, or DFMs
+      to keep only their frequencies; each must treat a frequency and its conjugate
+      partner alike, so the results are real.
 
   Returns:
     Real images [K, B, H, W, C]: entry k is every image filtered by mask k, each

@@ -11,19 +11,23 @@ An image is a natural-looking background plus its class's pattern:
 * Background: colour pink noise, with an amplitude spectrum falling as 1/f like that
   of natural images: a luminance field shared by the three channels plus a weaker
   independent field per channel (`CHROMA`), each drawn afresh for every image, with
-  its mean removed and scaled to a fixed contrast.
+  its mean removed and scaled to unit variance.
 * Pattern: a sum of cosines, one per frequency pair of the class's planted set, each
   with a random phase per image, added to all three channels. The variant's radial
   band (`BANDS`: low 1 <= r < 5, mid 5 <= r < 10, high 10 <= r < 15 cycles per image)
   is split into 10 angular sectors with (nearly) equal numbers of frequency pairs;
-  class c owns sector c. Every pattern has the same pixel variance, and at its
-  frequencies it carries `SIGNAL_TO_BACKGROUND` times the background's expected
-  power there, so it stands out in the spectrum at every band, while in pixels it is
-  faint (a few grey levels) in the high band.
-* Nuisances that must not tell the classes apart: the image's mean colour and its
-  contrast gain are drawn once per slot i and reused for the i-th image of every
-  class, so each class has exactly the same mean colours and contrasts; the pattern
-  has zero mean and equal variance in every class.
+  class c owns sector c. Within a variant every pattern has the same pixel variance,
+  and at its frequencies it carries `SIGNAL_TO_BACKGROUND` times the background's
+  expected power there, so it stands out in the spectrum in every band; in pixels its
+  std is about 14 grey levels (low), 10 (mid) and 7.5 (high) of the image's 25. A
+  three-layer CNN trained for 6 epochs (Adam) reached 85% (low), 97% (mid) and 95%
+  (high) test accuracy, and three quarters of its 5% DFMs on `planted_high` fell in
+  the class's own sector.
+* Nuisances that must not tell the classes apart: background plus pattern is scaled
+  to a pixel std of `CONTRAST` times a gain, and shifted to a mean colour; the gain
+  and the mean colour are drawn once per slot i and reused for the i-th image of
+  every class, so every class has exactly the same mean colours and contrasts (up to
+  rounding to uint8). The pattern has zero mean and the same variance in every class.
 
 `planted_bands(name)` returns each class's planted frequencies as centred [H, W]
 masks (the layout of `tfrandlabels.data.frequency`), and the prepared data set keeps
@@ -39,9 +43,9 @@ NUM_CLASSES = 10
 SPLIT_SIZES = {"train": 5000, "test": 1000}
 # Radial band of each variant, r_min <= r < r_max in cycles per image.
 BANDS = {"low": (1.0, 5.0), "mid": (5.0, 10.0), "high": (10.0, 15.0)}
-SIGNAL_TO_BACKGROUND = 4.0  # Pattern power over expected background power, per frequency.
+SIGNAL_TO_BACKGROUND = 8.0  # Pattern power over expected background power, per frequency.
 CHROMA = 0.35  # Weight of each channel's own pink noise next to the shared luminance.
-BACKGROUND_STD = 24.0  # Pixel std of the background (uint8 units) at unit gain.
+CONTRAST = 25.0  # Pixel std of an image (uint8 units) at unit gain.
 GREY_RANGE = (100.0, 156.0)  # Mean grey level of an image.
 TINT = 12.0  # Largest per-channel offset of the mean colour from grey.
 GAIN_RANGE = (0.8, 1.2)  # Contrast gain of an image.
@@ -172,7 +176,9 @@ def generate_images(name, split):
   images = []
   for pairs in pairs_per_class:
     patterns = _patterns(rng, pairs, variance, per_class)[..., None]
-    pixels = colours + gains * BACKGROUND_STD * (_backgrounds(rng, per_class) + patterns)
+    fields = _backgrounds(rng, per_class) + patterns
+    fields /= fields.std(axis=(1, 2, 3), keepdims=True)
+    pixels = colours + gains * CONTRAST * fields
     images.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
   labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
   return np.concatenate(images), labels

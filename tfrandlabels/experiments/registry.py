@@ -9,9 +9,7 @@ import dataclasses
 from typing import Callable, Dict, Sequence, Tuple
 
 from tfrandlabels.errors import ConfigError
-
-EXPERIMENTS = {}
-
+from tfrandlabels.registry import Registry
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
@@ -56,21 +54,10 @@ class Experiment:
   data_flags: Tuple[str, ...] = ()
 
 
-def register(experiment: Experiment) -> Experiment:
-  if experiment.name in EXPERIMENTS:
-    raise ValueError(f"experiment {experiment.name!r} is registered twice")
-  EXPERIMENTS[experiment.name] = experiment
-  return experiment
-
-
-def available() -> Tuple[str, ...]:
-  return tuple(sorted(EXPERIMENTS))
-
-
-def get(name: str) -> Experiment:
-  if name not in EXPERIMENTS:
-    raise ConfigError(f"--experiment={name} is not one of {', '.join(available())}")
-  return EXPERIMENTS[name]
+EXPERIMENTS = Registry("experiment", "experiment")
+register = EXPERIMENTS.register
+available = EXPERIMENTS.available
+get = EXPERIMENTS.get
 
 
 def analysis_plan(experiment: Experiment, cfg, requested: Sequence[str]

@@ -1,6 +1,7 @@
 """The transfer experiment's report sections: what it did, what it found, in numbers."""
 from tfrandlabels.pipeline import plots
 from tfrandlabels.pipeline import report
+from tfrandlabels.training.transfer import VARIANTS
 
 VARIANT_DESCRIPTIONS = {
     "scratch": "every layer freshly initialized: the baseline.",
@@ -44,9 +45,15 @@ def _accuracy(final):
   return f"{_percent(final['mean'])} ± {_percent(final['ci95'])}"
 
 
+def _ordered(variants):
+  """Runs in the order of `transfer.VARIANTS` (scratch first), then by depth."""
+  return dict(sorted(variants.items(), key=lambda item: (
+      VARIANTS.index(item[1]["variant"]), item[1]["transfer_layers"])))
+
+
 def _summary(payload):
   """The headline findings: speed-ups with intervals, test accuracy, alignment."""
-  variants, target = payload["variants"], payload["target_accuracy"]
+  variants, target = _ordered(payload["variants"]), payload["target_accuracy"]
   lines = []
   for name, entry in variants.items():
     if name == "scratch":
@@ -88,7 +95,7 @@ def sections(ctx, envelope):
   """Report sections of results/transfer.json."""
   del ctx
   payload = envelope["payload"]
-  variants = dict(sorted(payload["variants"].items(), key=lambda item: item[0] != "scratch"))
+  variants = _ordered(payload["variants"])
   target = payload["target_accuracy"]
   kinds = dict.fromkeys(entry["variant"] for entry in variants.values())
   pretrain = payload["pretrain"]

@@ -5,6 +5,7 @@ split: `ConfigError`, or absl's own flag errors) prints one line, `error: ...`, 
 exits with status 2, before anything is written. Any other exception is a bug and
 keeps its traceback.
 """
+import re
 import sys
 
 from absl import app
@@ -28,7 +29,9 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e).strip().splitlines()[0])
+    text = str(e).strip().splitlines()[0]
+    # A validator's own message already names the flag and its value.
+    fail(re.sub(r"^flag --\S+?: (?=--)", "", text))
 
 
 def with_default_flagfile(argv, flagfile):

@@ -10,6 +10,8 @@ open in pyplot's registry.
 * `transfer_function`, `misalignment`, `eigenfilters`: first-layer alignment with the
   data (Fig. 3 and 4).
 * `gaussian`: the transfer function on Gaussian inputs (Fig. 4 left, App. E.1).
+* `volume_panels`, `volume_heat_maps`: the input-space volume element of a feature map
+  with the model's predictions and decision boundaries (Zavatone-Veth et al., 2023).
 """
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -280,3 +282,94 @@ def gaussian(gaussian: Mapping[str, Mapping]) -> Figure:  # pylint: disable=rede
   return _transfer_panels(
       [(f"d={run['dim']}, widths {'/'.join(map(str, run['widths']))}, n={run['samples']}",
         run) for run in gaussian.values()], xlabel="sigma", xscale="linear")
+
+
+def _map(figure, axes, values, extent: float, label: str, **style) -> None:
+  """Draws one [R, R] map over [-extent, extent]^2 (row r = r-th y value) with a colour bar."""
+  image = axes.imshow(np.asarray(values), origin="lower", extent=(-extent, extent) * 2,
+                      interpolation="nearest", **style)
+  figure.colorbar(image, ax=axes, shrink=0.8, label=label)
+  axes.set_xticks([])
+  axes.set_yticks([])
+
+
+def _boundaries(axes, predicted, extent: float) -> None:
+  """Draws the decision boundaries: the outline of every predicted class's region."""
+  predicted = np.asarray(predicted)
+  axis = np.linspace(-extent, extent, predicted.shape[0])
+  for value in np.unique(predicted):
+    if np.any(predicted != value):
+      axes.contour(axis, axis, (predicted == value).astype(float), levels=[0.5],
+                   colors="white", linewidths=0.9)
+
+
+def volume_panels(rows: Sequence[Mapping], extent: float, num_classes: int) -> Figure:
+  """Predicted class, prediction entropy and log10 volume element over planes or grids.
+
+  Args:
+    rows: one dict per plane (or 2-D grid): "title"; "predicted", "entropy" and
+      "log10_volume", [R, R] maps whose row r holds the r-th value of the second plane
+      coordinate (drawn upward); optional "markers", [(x, y, text)] drawn on every panel
+      (e.g. where the plane's three images lie).
+    extent: the maps cover [-extent, extent]^2 in plane coordinates.
+    num_classes: classes the model predicts (fixes each class's colour and the entropy
+      scale, 0 to log10 num_classes).
+
+  Returns:
+    One row of three panels per plane; decision boundaries drawn on the volume panel.
+  """
+  if not rows:
+    raise ValueError("rows must hold at least one plane's maps.")
+  # tab10 gives each of up to 10 classes its own colour; more classes share a gradient.
+  class_style = ({"cmap": "tab10", "vmin": -0.5, "vmax": 9.5} if num_classes <= 10
+                 else {"cmap": "turbo", "vmin": 0, "vmax": num_classes - 1})
+  figure = report.new_figure(12, 3.4 * len(rows))
+  grid = figure.subplots(len(rows), 3, squeeze=False)
+  for panels, row in zip(grid, rows):
+    _map(figure, panels[0], row["predicted"], extent, "predicted class", **class_style)
+    _map(figure, panels[1], row["entropy"], extent, "prediction entropy (base 10)",
+         cmap="viridis", vmin=0, vmax=max(np.log10(num_classes), 1e-12))
+    _map(figure, panels[2], row["log10_volume"], extent, "log10 volume element",
+         cmap="magma")
+    _boundaries(panels[2], row["predicted"], extent)
+    panels[0].set_ylabel(row["title"])
+    for axes in panels:
+      for x, y, text in row.get("markers", ()):
+        axes.annotate(text, (x, y), color="white", ha="center", va="center",
+                      fontweight="bold", bbox={"boxstyle": "circle", "fc": "black",
+                                               "alpha": 0.6, "lw": 0})
+  for axes, title in zip(grid[0], ("predicted class", "prediction entropy",
+                                   "log10 volume element")):
+    axes.set_title(title)
+  return figure
+
+
+def volume_heat_maps(cells: Mapping[str, Mapping[str, Mapping]], extent: float) -> Figure:
+  """Heat maps of log10 sqrt(det g) over a 2-D input grid, with decision boundaries.
+
+  Args:
+    cells: row name -> column name -> {"log10_volume": [R, R] (row r = r-th x2 value),
+      "predicted": [R, R] predicted classes; optional "points" [N, 2] and "labels" [N],
+      training data drawn as dots coloured by class}. Every row has the same columns.
+    extent: the grid covers [-extent, extent]^2.
+
+  Returns:
+    One panel per cell, each with its own colour bar (volumes at initialization and
+    after training differ by orders of magnitude).
+  """
+  if not cells:
+    raise ValueError("cells must hold at least one row of maps.")
+  columns = list(next(iter(cells.values())))
+  figure = report.new_figure(4.2 * len(columns), 3.6 * len(cells))
+  grid = figure.subplots(len(cells), len(columns), squeeze=False)
+  for panels, (row_name, row) in zip(grid, cells.items()):
+    for axes, column in zip(panels, columns):
+      cell = row[column]
+      _map(figure, axes, cell["log10_volume"], extent, "log10 sqrt(det g)", cmap="magma")
+      _boundaries(axes, cell["predicted"], extent)
+      if "points" in cell:
+        points = np.asarray(cell["points"])
+        axes.scatter(points[:, 0], points[:, 1], c=np.asarray(cell["labels"]), cmap="coolwarm",
+                     s=36 if len(points) < 20 else 4, edgecolors="white", linewidths=0.3)
+      axes.set_title(f"{row_name}: {column}", fontsize="medium")
+  return figure

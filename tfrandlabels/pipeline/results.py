@@ -115,6 +115,71 @@ class GaussianPayload(TypedDict):
   settings: Dict[str, GaussianSetting]
 
 
+# --- geometry_toy experiment -----------------------------------------------------------
+
+
+class Magnification(TypedDict):
+  """`geometry.magnification`, None where undefined or infinite."""
+  rank_correlation: Optional[float]
+  volume_ratio: Optional[float]
+  log10_volume_ratio: Optional[float]
+
+
+class LogVolumeRange(TypedDict):
+  min: float
+  median: float
+  max: float
+
+
+class VolumeSummary(TypedDict):
+  """`analyses.volume_element.summary` over a set of points: `geometry.magnification`
+  (None where undefined or infinite) and the spread of the log10 volume element."""
+  rank_correlation: Optional[float]
+  volume_ratio: Optional[float]
+  log10_volume_ratio: Optional[float]
+  log10_volume: LogVolumeRange
+  entropy_mean: float
+  zero_singular_value_points: int
+
+
+class ToyLayer(TypedDict):
+  """The volume element of one hidden layer's feature map over the grid."""
+  layer: str
+  width: int
+  volume: VolumeSummary
+
+
+class ToyState(TypedDict):
+  """A toy net at initialization or after training.
+
+  `maps`: workdir-relative .npy of [2 + layers, R, R]: predicted class, prediction
+  entropy, then each layer's log10 volume element (row r = r-th x2 value).
+  """
+  train_accuracy: float
+  layers: List[ToyLayer]  # First to last; the last is the network's feature map.
+  maps: str
+
+
+class ToyRun(TypedDict):
+  """A toy net's states, and a control: the magnification measure of the initial volume
+  element under the trained net's prediction entropy, which is what training would show
+  if it moved the decision boundary without reshaping the geometry."""
+  task: str
+  widths: List[int]
+  steps: int
+  batch_size: int
+  learning_rate: float
+  weight_decay: float
+  states: Dict[str, ToyState]  # "initialization", "trained"
+  initial_volume_trained_entropy: Magnification
+
+
+class GeometryToyPayload(TypedDict):
+  grid_extent: float
+  resolution: int
+  runs: Dict[str, ToyRun]
+
+
 # --- analyses ------------------------------------------------------------------------
 
 
@@ -136,7 +201,8 @@ class AnalysisPayload(TypedDict):
   models: Dict[str, ModelAnalysis]
 
 
-PAYLOADS = {"transfer": TransferPayload, "gaussian": GaussianPayload}
+PAYLOADS = {"transfer": TransferPayload, "gaussian": GaussianPayload,
+            "geometry_toy": GeometryToyPayload}
 
 
 def _type_name(kind) -> str:

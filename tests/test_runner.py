@@ -1,0 +1,115 @@
+"""The runner's plan: what it runs, skips, redoes and refuses, on a cheap fake experiment."""
+import json
+import os
+import types
+
+import pytest
+
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.experiments import registry
+from tfrandlabels.pipeline import artifacts
+from tfrandlabels.pipeline import runner
+from tfrandlabels.pipeline.stage import Stage
+
+
+def _write(name):
+  def run(ctx):
+    calls.append(name)
+    with open(ctx.path(f"{name}.txt"), "w") as f:
+      f.write(json.dumps({n: getattr(ctx.cfg, n) for n in ("a", "b")}))
+  return run
+
+
+calls = []
+FAKE = registry.Experiment(
+    name="fake", title="Fake", flags=("a", "b"), check=lambda cfg: None,
+    sections=lambda ctx, envelope: [],
+    stages=lambda cfg: [
+        Stage("train", "train", _write("train"), reads=("a",), outputs=("train.txt",),
+              trains=True),
+        Stage("summary", "summary", _write("summary"), reads=("b",), after=("train",),
+              outputs=("summary.txt",))])
+
+
+def _cfg(workdir, **overrides):
+  values = dict(experiment="fake", workdir=str(workdir), stages=[], analyses=[], force=False,
+                strategy="default", tpu=None, deterministic=False, data_dir=None, a=1, b=1)
+  return types.SimpleNamespace(**{**values, **overrides})
+
+
+def _run(workdir, **overrides):
+  calls.clear()
+  runner.run(FAKE, _cfg(workdir, **overrides))
+  return list(calls)
+
+
+def _files(workdir):
+  return {p: open(os.path.join(d, p), "rb").read() for d, _, names in os.walk(workdir)
+          for p in names}
+
+
+def test_runs_then_skips(tmp_path):
+  assert _run(tmp_path) == ["train", "summary"]
+  assert (tmp_path / "report.html").exists()
+  assert _run(tmp_path) == []
+
+
+def test_a_changed_cheap_setting_redoes_that_stage_only(tmp_path):
+  _run(tmp_path)
+  assert _run(tmp_path, b=2) == ["summary"]
+  assert json.loads((tmp_path / "summary.txt").read_text())["b"] == 2
+
+
+def test_a_changed_training_setting_is_refused_without_force(tmp_path):
+  _run(tmp_path)
+  before = _files(tmp_path)
+  with pytest.raises(ConfigError, match=r"holds stage train run with other settings \(a\)"):
+    _run(tmp_path, a=2)
+  assert _files(tmp_path) == before
+  # --force redoes it, and with it everything that read its output.
+  assert _run(tmp_path, a=2, force=True) == ["train", "summary"]
+
+
+def test_report_alone_refuses_outputs_made_with_other_settings(tmp_path):
+  _run(tmp_path)
+  before = _files(tmp_path)
+  with pytest.raises(ConfigError, match="needs the output of train"):
+    _run(tmp_path, a=2, force=True, stages=["report"])
+  assert _files(tmp_path) == before  # flags.json included.
+
+
+def test_a_stage_redone_alone_makes_its_consumers_stale(tmp_path):
+  _run(tmp_path)
+  assert _run(tmp_path, force=True, stages=["train"]) == ["train"]
+  with pytest.raises(ConfigError, match="needs the output of summary"):
+    _run(tmp_path, stages=["report"])
+  assert _run(tmp_path) == ["summary"]
+
+
+def test_a_record_without_outputs_does_not_block_new_settings(tmp_path):
+  """A run that stopped before its stage wrote anything leaves no claim on the workdir."""
+  os.makedirs(tmp_path / "stages")
+  (tmp_path / "stages" / "train.json").write_text(json.dumps(
+      {"settings": {"a": 1}, "inputs": {}, "id": "x", "done": False}))
+  assert _run(tmp_path, a=2) == ["train", "summary"]
+
+
+def test_unknown_stage_is_refused(tmp_path):
+  with pytest.raises(ConfigError, match="'pretrain' is not a stage of experiment fake; "
+                                        "choose from train, summary, report"):
+    _run(tmp_path, stages=["pretrain"])
+  assert not tmp_path.joinpath("flags.json").exists()
+
+
+def test_cache_is_keyed_by_what_it_depends_on(tmp_path):
+  computed = []
+
+  def compute(value):
+    computed.append(value)
+    return {"value": value}
+
+  folder = str(tmp_path)
+  assert artifacts.cached(folder, "stats", {"split": "a"}, lambda: compute(1)) == {"value": 1}
+  assert artifacts.cached(folder, "stats", {"split": "a"}, lambda: compute(2)) == {"value": 1}
+  assert artifacts.cached(folder, "stats", {"split": "b"}, lambda: compute(3)) == {"value": 3}
+  assert computed == [1, 3]
