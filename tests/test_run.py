@@ -123,7 +123,7 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
 @pytest.mark.parametrize("args, message", [
     (["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (["--flagfile=missing.cfg"], "missing.cfg"),
-    (["--transfer_layers=3"], "--transfer_layers=3 must be between 1 and 2"),
+    (["--transfer_layers=3"], "--transfer_layers=3: k=3 must be between 1 and 2"),
     (["--transfer_layers=0"], "--transfer_layers=0 must be a non-empty comma list"),
     (["--seeds="], "--seeds= must be a non-empty comma list"),
     (["--seeds=1,1"], "--seeds=1,1 must be a non-empty comma list of distinct integers"),
@@ -161,7 +161,7 @@ def test_bad_input_is_refused_in_one_line_without_damage(finished, embedded_dir,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--transfer_layers=99"], "--transfer_layers=99 must be between 1 and 2"),
+    (["--transfer_layers=99"], "--transfer_layers=99: k=99 must be between 1 and 2"),
     (["--pretrain_steps=5"], "holds stage pretrain run with other settings (pretrain_steps)"),
 ])
 def test_the_command_prints_one_line_and_exits_2(finished, embedded_dir, args, message):

@@ -113,3 +113,24 @@ def test_cache_is_keyed_by_what_it_depends_on(tmp_path):
   assert artifacts.cached(folder, "stats", {"split": "a"}, lambda: compute(2)) == {"value": 1}
   assert artifacts.cached(folder, "stats", {"split": "b"}, lambda: compute(3)) == {"value": 3}
   assert computed == [1, 3]
+
+
+def test_standardization_moments_follow_the_split(embedded_dir, tmp_path):
+  """A new --upstream_split gets its own moments (and Sigma_x), never the old ones."""
+  from tfrandlabels.experiments import common  # pylint: disable=import-outside-toplevel
+  from tfrandlabels.pipeline.context import Context  # pylint: disable=import-outside-toplevel
+  cfg = types.SimpleNamespace(workdir=str(tmp_path), dataset="embedded",
+                              data_dir=embedded_dir, image_size=None)
+  ctx = Context(cfg, strategy=None)
+  first = common.moments(ctx, "train[:100]")
+  second = common.moments(ctx, "train[3000:3100]")
+  assert first != second
+  assert common.moments(ctx, "train[:100]") == first
+  assert len(os.listdir(tmp_path / "cache")) == 2
+
+
+def test_outputs_without_a_record_are_not_trusted(tmp_path):
+  (tmp_path / "train.txt").write_text("made by someone else")
+  with pytest.raises(ConfigError, match="holds outputs of stage train without a record"):
+    _run(tmp_path)
+  assert _run(tmp_path, force=True) == ["train", "summary"]

@@ -204,10 +204,10 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: strategy_lib.make_strategy("gpu_farm"), "--strategy='gpu_farm' is not one of"),
-    (lambda: strategy_lib.make_strategy("tpu"), "--strategy=tpu needs --tpu"),
+    (lambda: strategy_lib.make_strategy("gpu_farm"), "name='gpu_farm' is not one of"),
+    (lambda: strategy_lib.make_strategy("tpu"), "name='tpu' needs tpu="),
     (lambda: strategy_lib.make_strategy("tpu", tpu="grpc://127.0.0.1:1"),
-     "--tpu='grpc://127.0.0.1:1': could not reach the TPU"),
+     "tpu='grpc://127.0.0.1:1': could not reach the TPU"),
     (lambda: trainer.TrainConfig(optimizer="lbfgs").validate(), "optimizer='lbfgs' is not one"),
     (lambda: trainer.TrainConfig(schedule="linear").validate(), "schedule='linear' is not one"),
     (lambda: trainer.TrainConfig(precision="fp8").validate(), "precision='fp8' is not one"),

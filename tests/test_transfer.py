@@ -75,10 +75,10 @@ def test_sample_filters_against_a_closed_form():
 
 
 @pytest.mark.parametrize("variant, k, message", [
-    ("pretrained", 3, "--transfer_layers=3 must be between 1 and 2"),
-    ("pretrained", 0, "--transfer_layers=0 must be between 1 and 2"),
+    ("pretrained", 3, "k=3 must be between 1 and 2"),
+    ("pretrained", 0, "k=0 must be between 1 and 2"),
     ("covariance", 2, "variant covariance would need Sigma_w of layer 'dense1'"),
-    ("mixup", 1, "--variants: 'mixup' is not one of"),
+    ("mixup", 1, "variant='mixup' is not one of"),
 ])
 def test_bad_transfer(pair, variant, k, message):
   with pytest.raises(ValueError, match=message):

@@ -165,7 +165,7 @@ def check(cfg):
       try:
         transfer.check_transfer(model, variant, k)
       except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"--transfer_layers={k}: {e}") from None
 
 
 # --- alignment tracking ---------------------------------------------------------------

@@ -41,9 +41,8 @@ def _record_path(workdir, name):
   return os.path.join(workdir, RECORDS, f"{name}.json")
 
 
-def _holds_work(workdir, stage, record):
-  return record is not None and (record.get("done") or any(
-      tf.io.gfile.exists(os.path.join(workdir, out)) for out in stage.outputs))
+def _has_outputs(workdir, stage):
+  return any(tf.io.gfile.exists(os.path.join(workdir, out)) for out in stage.outputs)
 
 
 def _changes(record, wanted):
@@ -63,8 +62,9 @@ def plan(stages, selected, cfg):
   ids, actions = {}, {}
   for stage in stages:
     record = io.read_json(_record_path(cfg.workdir, stage.name))
-    if not _holds_work(cfg.workdir, stage, record):
-      record = None
+    has_outputs = _has_outputs(cfg.workdir, stage)
+    if record is not None and not record.get("done") and not has_outputs:
+      record = None  # It stopped before writing anything: no claim on the workdir.
     wanted = {"settings": {n: getattr(cfg, n) for n in stage.reads
                            if n not in flag_lib.RUN_FLAGS},
               "inputs": {d: ids.get(d) for d in stage.after}}
@@ -77,8 +77,12 @@ def plan(stages, selected, cfg):
         group = next(s.group for s in stages if s.name == dep)
         raise ConfigError(f"--stages: stage {stage.group} needs the output of {group}, which "
                           f"is not finished with these settings; add {group} to --stages")
+    if record is None and has_outputs and stage.trains and not cfg.force:
+      raise ConfigError(
+          f"--workdir={cfg.workdir} holds outputs of stage {stage.name} without a record of "
+          "their settings (an older release?); use another --workdir, or --force to redo it")
     if record is None:
-      action = "run"
+      action = "redo" if has_outputs else "run"
     elif changes and stage.trains and not cfg.force:
       raise ConfigError(
           f"--workdir={cfg.workdir} holds stage {stage.name} run with other settings "
@@ -153,7 +157,10 @@ def _saved_flags(cfg):
 
 def run(experiment, cfg):
   """Runs the selected stages of `experiment`; returns report.html's path if written."""
-  strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
+  try:
+    strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
+  except ValueError as e:
+    raise ConfigError(f"--strategy={cfg.strategy} --tpu={cfg.tpu}: {e}") from None
   experiment.check(cfg)
   cfg = experiment.resolve(cfg)
   stages = all_stages(experiment, cfg)

@@ -12,7 +12,7 @@ def _check_reachable(tpu, timeout=10):
   try:
     socket.create_connection((host, int(port)), timeout=timeout).close()
   except (OSError, ValueError) as e:
-    raise ValueError(f"--tpu={tpu!r}: could not reach the TPU ({e}); pass its name, a "
+    raise ValueError(f"tpu={tpu!r}: could not reach the TPU ({e}); pass its name, a "
                      "grpc://host:port address, or 'local' on a TPU VM") from None
 
 
@@ -26,7 +26,7 @@ def _tpu_strategy(tpu):
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ValueError(f"--tpu={tpu!r}: could not reach the TPU ({first_line}); pass its "
+    raise ValueError(f"tpu={tpu!r}: could not reach the TPU ({first_line}); pass its "
                      "name, a grpc://host:port address, or 'local' on a TPU VM") from None
   return tf.distribute.TPUStrategy(resolver)
 
@@ -46,7 +46,7 @@ def make_strategy(name="auto", tpu=None):
   TF_CONFIG environment variable.
   """
   if name not in STRATEGIES:
-    raise ValueError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+    raise ValueError(f"name={name!r} is not one of {', '.join(STRATEGIES)}")
   if name == "auto":
     if tpu:
       name = "tpu"
@@ -56,7 +56,7 @@ def make_strategy(name="auto", tpu=None):
       name = "default"
   if name == "tpu":
     if not tpu:
-      raise ValueError("--strategy=tpu needs --tpu (a TPU name, grpc://host:port, or 'local')")
+      raise ValueError("name='tpu' needs tpu= (a TPU name, grpc://host:port, or 'local')")
     return _tpu_strategy(tpu)
   if name == "mirrored":
     return _mirrored()

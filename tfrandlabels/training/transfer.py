@@ -30,19 +30,19 @@ def transferable_depth(model):
 def check_transfer(model, variant, k):
   """Raises ValueError when `variant` cannot transfer k layers of this model."""
   if variant not in VARIANTS:
-    raise ValueError(f"--variants: {variant!r} is not one of {', '.join(VARIANTS)}")
+    raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
   depth = transferable_depth(model)
   if variant != "scratch" and not 1 <= k <= depth:
-    raise ValueError(f"--transfer_layers={k} must be between 1 and {depth}, the number of "
-                     "weight layers below the classifier")
+    raise ValueError(f"k={k} must be between 1 and {depth}, the number of weight layers "
+                     "below the classifier")
   if variant == "covariance":
     for layer in weight_layers(model)[:k]:
       dim = int(np.prod(layer.kernel.shape[:-1]))
       if dim > MAX_COVARIANCE_DIM:
         raise ValueError(
-            f"--transfer_layers={k}: variant covariance would need Sigma_w of layer "
-            f"{layer.name!r} with {dim} inputs per unit (at most {MAX_COVARIANCE_DIM}); "
-            "use fewer --transfer_layers for this variant")
+            f"k={k}: variant covariance would need Sigma_w of layer {layer.name!r} with "
+            f"{dim} inputs per unit (at most {MAX_COVARIANCE_DIM}); transfer fewer layers "
+            "with this variant")
 
 
 def sample_filters(sigma_w, shape, rng):
