@@ -23,6 +23,18 @@ def embedded_dir():
   return EMBEDDED_DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def planted_dir():
+  """A TFDS data_dir holding the prepared `planted_high` and `planted_mid` data sets."""
+  from tfrandlabels import data  # pylint: disable=import-outside-toplevel
+  os.makedirs(EMBEDDED_DATA_DIR, exist_ok=True)
+  with open(os.path.join(EMBEDDED_DATA_DIR, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    for name in ("planted_high", "planted_mid"):
+      data.num_classes(name, EMBEDDED_DATA_DIR)  # Prepares it.
+  return EMBEDDED_DATA_DIR
+
+
 def write_tfds_metadata(name, data_dir, split_sizes):
   """Writes TFDS metadata for `name` so that `tfds.testing.mock_data` knows its splits."""
   builder = tfds.builder(name, data_dir=data_dir)

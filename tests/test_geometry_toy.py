@@ -31,6 +31,10 @@ def test_ntk_mlp_matches_its_closed_form_in_float64():
   assert logits.dtype == np.float64
   # Keras's Rescaling keeps its factor 1/sqrt(fan-in) in float32: right to 1e-8.
   np.testing.assert_allclose(logits, expected, rtol=1e-7)
+  # The analyze stage rebuilds the initialization from the seed.
+  rebuilt = models.build_model("ntk_mlp", 2, (2,), widths=(7, 5), seed=3)
+  for weights, again in zip(model.get_weights(), rebuilt.get_weights()):
+    np.testing.assert_array_equal(weights, again)
   wide = models.build_model("ntk_mlp", 2, (2,), widths=(20000,), seed=0).get_layer("dense1")
   for values in (wide.kernel.numpy(), wide.bias.numpy()):
     assert np.mean(values) == pytest.approx(0, abs=0.03)

@@ -41,8 +41,8 @@ def _names(model):
 
 
 def test_registry_lists_every_family():
-  assert models.available_models() == ("mlp", "ntk_mlp", "resnet18", "simple_cnn", "vgg16",
-                                      "wrn28_4")
+  assert models.available_models() == ("mlp", "ntk_mlp", "resnet18", "simple_cnn",
+                                      "strided_cnn", "vgg16", "wrn28_4")
   assert set(models.MODELS) == set(models.available_models())
 
 
@@ -231,7 +231,8 @@ def test_a_registered_function_becomes_a_model():
 
 
 @pytest.mark.parametrize("name, kwargs, match", [
-    ("resnet50", {}, r"model='resnet50'.*mlp, resnet18, simple_cnn, vgg16, wrn28_4"),
+    ("resnet50", {},
+     r"model='resnet50'.*mlp, resnet18, simple_cnn, strided_cnn, vgg16, wrn28_4"),
     ("mlp", {"width": (8,)}, r"^width: unknown option.*init_scale, seed, widths"),
     ("resnet18", {"stem": "tiny"}, r"stem='tiny'.*auto, cifar, imagenet"),
     ("mlp", {"widths": (8, 0)}, r"widths=0"),

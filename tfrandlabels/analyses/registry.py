@@ -8,12 +8,13 @@ runs it on a model saved anywhere. Both write `results/<name>.json` through
 """
 import dataclasses
 import os
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from tfrandlabels import data as data_lib
 from tfrandlabels import io
+from tfrandlabels.errors import ConfigError
 from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
 from tfrandlabels.registry import Registry
@@ -29,6 +30,9 @@ class AnalysisData:
     batch_size: examples per batch.
     num_classes: classes of `label`.
     image_size: (H, W) to resize to, or None.
+    per_model: the data of models that were trained on other data sets than this one,
+      by model name (an experiment that trains one model per data set); `for_model`
+      picks a model's entry.
   """
   dataset: str
   split: str
@@ -37,6 +41,23 @@ class AnalysisData:
   batch_size: int
   num_classes: int
   image_size: Optional[Tuple[int, int]] = None
+  per_model: Mapping[str, "AnalysisData"] = dataclasses.field(default_factory=dict)
+
+  def for_model(self, name: str) -> "AnalysisData":
+    """The data model `name` is analysed on: its `per_model` entry, else this data.
+
+    Raises:
+      ConfigError: the models were trained on several data sets and `name` is none of
+        them, so which data fits it is unknown.
+    """
+    if name in self.per_model:
+      return self.per_model[name]
+    if len({d.dataset for d in self.per_model.values()}) > 1:
+      raise ConfigError(f"model {name!r}: its run trained one model per data set "
+                        f"({', '.join(self.per_model)}) and which one this is is unknown; "
+                        "save it with model.save('x.keras') and analyse that with its "
+                        "--dataset")
+    return self
 
   def batches(self) -> tf.data.Dataset:
     """One ordered pass over the split, as model-ready batches."""
@@ -57,6 +78,9 @@ class AnalysisData:
     return shown.numpy(), inputs["image"].numpy(), batch["label"].numpy()
 
   def describe(self) -> dict:
+    if self.per_model:
+      return {"dataset": ",".join(dict.fromkeys(d.dataset for d in self.per_model.values())),
+              "split": self.split}
     return {"dataset": self.dataset, "split": self.split}
 
 
@@ -106,7 +130,7 @@ def run_analysis(analysis: Analysis, models: Mapping[str, Callable], data: Analy
   """
   payload = {"data": data.describe(), "models": {}}
   for model_name, load in models.items():
-    output = analysis.run(load(), data, settings)
+    output = analysis.run(load(), data.for_model(model_name), settings)
     plots = []
     for plot_name, (caption, png) in output.plots.items():
       relative = plot_path(analysis.name, model_name, plot_name)

@@ -16,9 +16,9 @@ predicted class, the prediction entropy (base 10), and the log10 volume element,
 sum of log10 of the top --volume_top_k singular values of J / sqrt(n)
 (`geometry.log10_volume`; 0 takes the whole spectrum, min(n, d) values). Jacobians are
 computed for many points at once, --volume_chunk rows (or columns) per pass and as many
-points as fit --volume_batch model inputs per pass.
-A point where some of those singular values are zero keeps the log volume of the
-subspace where J has rank, and is counted in `zero_singular_value_points`.
+points as fit --volume_batch model inputs per pass. A point where some of those singular
+values are zero keeps the log volume of the subspace where J has rank, and is counted in
+`zero_singular_value_points`.
 
 Models on 2-D inputs (the toy tasks): the same per point over a grid covering
 [-E, E]^2 (E = --volume_grid_extent); there k = 2 and the log volume is
@@ -29,6 +29,7 @@ correlation between log volume and entropy, and the ratio of the mean volume ele
 over the 10% most uncertain points to that over the 50% most certain), and the range
 of the log volume.
 """
+import functools
 import math
 
 from absl import flags
@@ -64,7 +65,9 @@ flag_lib.check("volume_grid_extent", lambda v: v > 0, "must be > 0")
 
 FLAGS = ("volume_planes", "volume_resolution", "volume_top_k", "volume_batch", "volume_chunk",
          "volume_grid_extent")
-# Where the three images of a plane lie in its coordinates (`geometry.plane_through`).
+# The planes' grids cover [-PLANE_EXTENT, PLANE_EXTENT]^2 in plane coordinates, where
+# the three images lie at IMAGE_POSITIONS (`geometry.plane_through`).
+PLANE_EXTENT = 1.0
 IMAGE_POSITIONS = ((-0.5, 0.5 / math.sqrt(3)), (0.5, 0.5 / math.sqrt(3)), (0.0, -1 / math.sqrt(3)))
 
 
@@ -97,6 +100,9 @@ def feature_model(model, layer=None):
     A keras.Model mapping the model's inputs to features [B, n], named after them
     (`layer`, or input_of_NAME for the last Dense layer NAME).
   """
+  if len(model.inputs) != 1:
+    raise ConfigError(f"--analyses=volume_element: the model takes {len(model.inputs)} "
+                      "inputs; the volume element needs a model of one input")
   if layer is not None:
     features, name = model.get_layer(layer).output, layer
   else:
@@ -105,9 +111,6 @@ def feature_model(model, layer=None):
       raise ConfigError("--analyses=volume_element: the model has no Dense layer; its "
                         "feature map is the input of the last one (the classifier)")
     features, name = dense[-1].input, f"input_of_{dense[-1].name}"
-  if len(model.inputs) != 1:
-    raise ConfigError(f"--analyses=volume_element: the model takes {len(model.inputs)} "
-                      "inputs; the volume element needs a model of one input")
   if len(features.shape) != 2:
     raise ConfigError(f"--analyses=volume_element: the feature map has shape "
                       f"{tuple(features.shape)}; it must be a batch of vectors [B, n] "
@@ -148,17 +151,19 @@ def log_volumes(features, points, *, top_k=None, inputs_per_pass, chunk_size):
   # `feature_jacobian` takes min(n, d) rows or columns, chunk_size of them per pass, each
   # on a copy of the batch: that many copies share the inputs of a pass.
   copies = min(chunk_size, features.output_shape[-1], math.prod(points.shape[1:]))
-  batch_size = max(1, inputs_per_pass // copies)
-  # One graph per batch shape, so each pass runs the model as a graph, not layer by layer.
-  feature_fn = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
+  batch_size = min(max(1, inputs_per_pass // copies), len(points))
+  # Traced once for all batches, the last one padded to the same size: a graph of all
+  # passes runs the model and its tile, one-hot and transpose ops without Python between.
+  jacobian_fn = tf.function(functools.partial(
+      geometry.feature_jacobian, lambda x: features(x, training=False), chunk_size=chunk_size))
+  padded = np.concatenate([points, np.repeat(points[-1:], -len(points) % batch_size, axis=0)])
   logs, zeros = [], []
-  for start in range(0, len(points), batch_size):
-    jacobian = geometry.feature_jacobian(feature_fn, points[start:start + batch_size],
-                                         chunk_size)
-    log, zero = geometry.log10_volume(jacobian.numpy(), top_k)
+  for start in range(0, len(padded), batch_size):
+    log, zero = geometry.log10_volume(jacobian_fn(padded[start:start + batch_size]).numpy(),
+                                      top_k)
     logs.append(log)
     zeros.append(zero)
-  return np.concatenate(logs), np.concatenate(zeros)
+  return np.concatenate(logs)[:len(points)], np.concatenate(zeros)[:len(points)]
 
 
 def magnification(log10_volume, entropy):
@@ -214,7 +219,8 @@ def _planes(model, features, data, settings, top_k):
     first = 3 * plane
     try:
       points = geometry.plane_through(*inputs[first:first + 3],
-                                      resolution=settings.volume_resolution)[0]
+                                      resolution=settings.volume_resolution,
+                                      extent=PLANE_EXTENT)[0]
     except ValueError as e:
       raise ConfigError(f"--volume_planes: examples {first} to {first + 2} of {data.split}: "
                         f"{e}") from None
@@ -231,7 +237,8 @@ def _planes(model, features, data, settings, top_k):
     regions.append({"region": "all planes", **summary(
         *(np.concatenate([v[key] for v in pooled])
           for key in ("log10_volume", "num_zero", "entropy")))})
-  return regions, plots.volume_panels(rows, extent=1.0, num_classes=data.num_classes)
+  return regions, plots.volume_panels(rows, extent=PLANE_EXTENT,
+                                      num_classes=data.num_classes)
 
 
 def _grid(model, features, settings):
@@ -258,12 +265,12 @@ def run(model, data, settings):
                "in white. Magnification shows as a bright band along the boundaries.")
   else:
     regions, figure = _planes(model, features, data, settings, _top_k(settings, width, dim))
+    spectrum = f"the top {settings.volume_top_k}" if settings.volume_top_k else "all"
     caption = (f"Planes through three {data.split} images each (numbered; plane coordinates, "
                "images at the corners of a unit triangle): the predicted class, the "
                "prediction entropy (base 10) and the log10 volume element of the feature "
-               f"map (the {width} inputs of the last Dense layer) from "
-               f"{'all' if not settings.volume_top_k else f'the top {settings.volume_top_k}'}"
-               " singular values of J/sqrt(n), with the decision boundaries in white.")
+               f"map (the {width} inputs of the last Dense layer) from {spectrum} singular "
+               "values of J/sqrt(n), with the decision boundaries in white.")
   metrics = {"feature_map": features.name, "feature_width": width, "input_dim": dim,
              "top_k": settings.volume_top_k or min(width, dim),
              "resolution": settings.volume_resolution, "regions": regions}
@@ -271,7 +278,8 @@ def run(model, data, settings):
                          plots={"maps": (caption, report.figure_png(figure))})
 
 
-def _number(value, pattern):
+def formatted(value, pattern):
+  """`value` formatted with `pattern`, or n/a for a measure that is undefined (None)."""
   return "n/a" if value is None else format(value, pattern)
 
 
@@ -281,16 +289,16 @@ def section(payload, figures):
     metrics = entry["metrics"]
     for region in metrics["regions"]:
       rows.append([name, region["region"], " ".join(map(str, region.get("labels", []))),
-                   _number(region["rank_correlation"], ".3f"),
-                   _number(region["volume_ratio"], ".3g"),
+                   formatted(region["rank_correlation"], ".3f"),
+                   formatted(region["volume_ratio"], ".3g"),
                    f"{region['log10_volume']['median']:.2f}",
                    region["zero_singular_value_points"]])
     overall = metrics["regions"][-1]
     summary_sentences.append(
         f"{name}: over {overall['region']}, the rank correlation between the log volume "
-        f"element and the prediction entropy is {_number(overall['rank_correlation'], '.2f')}"
+        f"element and the prediction entropy is {formatted(overall['rank_correlation'], '.2f')}"
         f", and the volume element of the 10% most uncertain points is "
-        f"{_number(overall['volume_ratio'], '.3g')} times that of the 50% most certain "
+        f"{formatted(overall['volume_ratio'], '.3g')} times that of the 50% most certain "
         "(1 means no magnification near decision boundaries).")
   blocks = [
       "The volume element sqrt(det g) of the metric g = J^T J / n that the last hidden "

@@ -19,6 +19,10 @@ from tfrandlabels.data import frequency
 
 FILTER_FORMS = "low_pass:R, high_pass:R, band_pass:R1-R2 or band_stop:R1-R2 (radii in pixels)"
 CORRUPTION_FORM = f"MODE:FRACTION with MODE one of {', '.join(corruption.INPUT_MODES)}"
+SHIFTS = ("noise", "blur", "contrast")
+SHIFT_FORM = ("noise:STD (Gaussian noise, STD in (0, 1] of the pixel range), blur:SIGMA "
+              "(Gaussian blur, SIGMA > 0 pixels) or contrast:FACTOR (FACTOR > 0, below 1 "
+              "lowers the contrast)")
 
 
 def normalize(mean=None, std=None):
@@ -93,6 +97,58 @@ def input_corruption(text, seed, mean=None, std=None):
     images = tf.map_fn(corrupt, (batch["image"], batch["index"]),
                        fn_output_signature=batch["image"].dtype)
     return {**batch, "image": images}
+
+  return op
+
+
+def parse_shift(text):
+  """'blur:1.5' -> ('blur', 1.5)."""
+  kind, _, value = str(text).partition(":")
+  try:
+    number = float(value)
+  except ValueError:
+    number = float("nan")
+  if kind not in SHIFTS or not 0 < number < np.inf or (kind == "noise" and number > 1):
+    raise ValueError(f"shift={text!r} must be {SHIFT_FORM}")
+  return kind, number
+
+
+def _blur(images, sigma):
+  """Separable Gaussian blur of float images [B, H, W, C], edges reflected."""
+  radius = int(min(np.ceil(3 * sigma), min(images.shape[1:3]) - 1))
+  offsets = np.arange(-radius, radius + 1)
+  weights = np.exp(-offsets ** 2 / (2 * sigma ** 2))
+  weights = np.tile((weights / weights.sum())[:, None, None], [1, images.shape[-1], 1])
+  padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+  columns = tf.nn.depthwise_conv2d(padded, tf.constant(weights[:, None], tf.float32),
+                                   [1, 1, 1, 1], "VALID")
+  return tf.nn.depthwise_conv2d(columns, tf.constant(weights[None], tf.float32),
+                                [1, 1, 1, 1], "VALID")
+
+
+def distribution_shift(text, seed=0):
+  """A batch op that moves images out of the training distribution, in uint8 units.
+
+  `noise:STD` adds Gaussian noise of std STD * 255, drawn per example from (seed,
+  index); `blur:SIGMA` blurs with a Gaussian of SIGMA pixels; `contrast:FACTOR` scales
+  each channel's deviation from its image mean (`tf.image.adjust_contrast`). The
+  result is float32 in uint8 units, clipped to [0, 255], ready for `normalize`.
+  """
+  kind, value = parse_shift(text)
+
+  def op(batch):
+    images = tf.cast(batch["image"], tf.float32)
+    if kind == "noise":
+      def draw(index):
+        return tf.random.stateless_normal(tf.shape(images)[1:],
+                                          tf.stack([tf.constant(seed, tf.int64), index]))
+      images += 255.0 * value * tf.map_fn(draw, batch["index"],
+                                          fn_output_signature=tf.float32)
+    elif kind == "blur":
+      images = _blur(images, value)
+    else:
+      images = tf.image.adjust_contrast(images, value)
+    return {**batch, "image": tf.clip_by_value(images, 0.0, 255.0)}
 
   return op
 

@@ -7,7 +7,6 @@ interrupted run stopped (same order, same augmentations) by skipping into the ep
 Batches are dicts {"image": [b, H, W, C], "label": int64 [b], "index": int64 [b]}; the
 batch ops (`tfrandlabels.data.ops`) turn uint8 images into the model's float inputs.
 """
-import numpy as np
 import tensorflow as tf
 
 

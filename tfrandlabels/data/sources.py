@@ -13,8 +13,9 @@ import re
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfrandlabels.data import embedded  # Registers the `embedded` TFDS builder.
-from tfrandlabels.data import planted  # pylint: disable=unused-import  (registers planted_*)
+# Registers the generated TFDS builders: `embedded`, `planted_low`/`_mid`/`_high`.
+from tfrandlabels.data import embedded
+from tfrandlabels.data import planted
 
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -22,7 +23,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 # or several joined with `+`.
 _SPLIT_PART = re.compile(r"^[A-Za-z_][\w-]*(\[-?\d*%?:-?\d*%?\])?$")
 
-del embedded
+del embedded, planted
 
 
 def parse_split(split):
@@ -50,8 +51,8 @@ def _builder(name, data_dir):
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
         f"name={name!r} is not a known data set; use a TFDS image classification name "
-        "(cifar10, cifar100, svhn_cropped, mnist, imagenet2012, ...), 'embedded', or "
-        "'folder:PATH'") from None
+        "(cifar10, cifar100, svhn_cropped, mnist, imagenet2012, ...), 'embedded', "
+        "'planted_low', 'planted_mid', 'planted_high', or 'folder:PATH'") from None
 
 
 def _folder_builder(root):

@@ -36,6 +36,8 @@ flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
 flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_bool("nesterov", False, "SGD with Nesterov momentum. Read by the experiments "
+                  "that list it (frequency_shortcuts), so other workdirs stay valid.")
 flags.DEFINE_enum("schedule", "constant", SCHEDULES, "Learning-rate schedule.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
 flags.DEFINE_enum("precision", "float32", trainer.PRECISIONS, "float32, or mixed_bfloat16 "

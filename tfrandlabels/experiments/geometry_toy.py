@@ -220,40 +220,37 @@ def _cell(workdir, state, layer, points):
   return {"predicted": maps[0], "log10_volume": maps[2 + layer], **points}
 
 
-def _number(value, pattern):
-  return "n/a" if value is None else format(value, pattern)
-
-
 def _change(run, name):
   """Whether both measures of a run's last layer rose in training, and their numbers."""
   before, after = (run["states"][state]["layers"][-1]["volume"] for state in STATES)
   control = run["initial_volume_trained_entropy"]
-  rises = all(b is not None and a is not None and a > b for b, a in (
-      (before[key], after[key]) for key in ("rank_correlation", "volume_ratio")))
-  text = (f"{name} rank correlation {_number(before['rank_correlation'], '.2f')} -> "
-          f"{_number(after['rank_correlation'], '.2f')} and volume ratio "
-          f"{_number(before['volume_ratio'], '.2f')} -> {_number(after['volume_ratio'], '.2f')}"
-          f" ({_number(control['rank_correlation'], '.2f')} and "
-          f"{_number(control['volume_ratio'], '.2f')} for the initial geometry under the "
-          "trained predictions)")
-  return rises, text
+  keys = ("rank_correlation", "volume_ratio")
+  rises = all(before[key] is not None and after[key] is not None and after[key] > before[key]
+              for key in keys)
+  rank, ratio = ([volume_element.formatted(measures[key], ".2f")
+                  for measures in (before, after, control)] for key in keys)
+  return rises, (f"{name} rank correlation {rank[0]} -> {rank[1]}, volume ratio {ratio[0]} "
+                 f"-> {ratio[1]} (control, the initial geometry under the trained "
+                 f"predictions: {rank[2]}, {ratio[2]})")
 
 
 def _rows(name, run):
   """The table rows of a run: its last layer at initialization, trained, and the control."""
   widths = "/".join(map(str, run["widths"]))
+
+  def measures(volume):
+    return [volume_element.formatted(volume["rank_correlation"], ".3f"),
+            volume_element.formatted(volume["volume_ratio"], ".3g")]
+
   rows = []
   for state in STATES:
     entry = run["states"][state]
     volume = entry["layers"][-1]["volume"]
-    rows.append([name, widths, state, f"{entry['train_accuracy']:.1%}",
-                 _number(volume["rank_correlation"], ".3f"),
-                 _number(volume["volume_ratio"], ".3g"),
+    rows.append([name, widths, state, f"{entry['train_accuracy']:.1%}", *measures(volume),
                  f"{volume['log10_volume']['median']:.2f}"])
   control = run["initial_volume_trained_entropy"]
   return rows + [[name, widths, "control: initial volume, trained entropy", "",
-                  _number(control["rank_correlation"], ".3f"),
-                  _number(control["volume_ratio"], ".3g"), ""]]
+                  *measures(control), ""]]
 
 
 def _figures(cfg, payload):
@@ -294,7 +291,7 @@ def sections(ctx, envelope):
   changes = [_change(run, name) for name, run in payload["runs"].items()]
   summary = (f"Input-space geometry on toy tasks: training raised both magnification "
              f"measures of the last hidden layer in {sum(r for r, _ in changes)} of "
-             f"{len(changes)} nets ({'; '.join(text for _, text in changes)}).")
+             f"{len(changes)} nets: {'; '.join(text for _, text in changes)}.")
   intro = ("The magnification measure over the grid, for the last hidden layer: the rank "
            "correlation between log10 sqrt(det g) and the prediction entropy, and the mean "
            "volume element over the 10% most uncertain grid points divided by that over "

@@ -2,8 +2,9 @@
 
 Importing this package registers every family; see `available_models()`.
 """
-from tfrandlabels.models import mlp, ntk_mlp, resnet, simple_cnn, vgg, wide_resnet
+from tfrandlabels.models import (mlp, ntk_mlp, resnet, simple_cnn, strided_cnn, vgg,
+                                 wide_resnet)
 from tfrandlabels.models.registry import (MODELS, LayerFactory, available_models, build_model,
                                           register, weight_layers)
 
-del mlp, ntk_mlp, resnet, simple_cnn, vgg, wide_resnet
+del mlp, ntk_mlp, resnet, simple_cnn, strided_cnn, vgg, wide_resnet

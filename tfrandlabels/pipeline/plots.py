@@ -16,6 +16,8 @@ open in pyplot's registry.
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from tfrandlabels.pipeline import report
@@ -284,11 +286,11 @@ def gaussian(gaussian: Mapping[str, Mapping]) -> Figure:  # pylint: disable=rede
         run) for run in gaussian.values()], xlabel="sigma", xscale="linear")
 
 
-def _map(figure, axes, values, extent: float, label: str, **style) -> None:
+def _map(figure, axes, values, extent: float, label: str, ticks=None, **style) -> None:
   """Draws one [R, R] map over [-extent, extent]^2 (row r = r-th y value) with a colour bar."""
   image = axes.imshow(np.asarray(values), origin="lower", extent=(-extent, extent) * 2,
                       interpolation="nearest", **style)
-  figure.colorbar(image, ax=axes, shrink=0.8, label=label)
+  figure.colorbar(image, ax=axes, shrink=0.8, label=label, ticks=ticks)
   axes.set_xticks([])
   axes.set_yticks([])
 
@@ -320,9 +322,10 @@ def volume_panels(rows: Sequence[Mapping], extent: float, num_classes: int) -> F
   """
   if not rows:
     raise ValueError("rows must hold at least one plane's maps.")
-  # tab10 gives each of up to 10 classes its own colour; more classes share a gradient.
-  class_style = ({"cmap": "tab10", "vmin": -0.5, "vmax": 9.5} if num_classes <= 10
-                 else {"cmap": "turbo", "vmin": 0, "vmax": num_classes - 1})
+  # Up to 10 classes get tab10's colours, one tick each; more share a gradient.
+  class_style = ({"cmap": ListedColormap(colormaps["tab10"].colors[:num_classes]),
+                  "ticks": range(num_classes)} if num_classes <= 10 else {"cmap": "turbo"})
+  class_style.update(vmin=-0.5, vmax=num_classes - 0.5)
   figure = report.new_figure(12, 3.4 * len(rows))
   grid = figure.subplots(len(rows), 3, squeeze=False)
   for panels, row in zip(grid, rows):

@@ -180,6 +180,36 @@ class GeometryToyPayload(TypedDict):
   runs: Dict[str, ToyRun]
 
 
+# --- frequency_shortcuts experiment ----------------------------------------------------
+
+
+class LearningOrder(TypedDict):
+  """Test accuracy during training on frequency-filtered copies of the first test images
+  (`training.hooks.FilteredAccuracyHook`), by copy: `unfiltered`, `low_pass_R`,
+  `high_pass_R`, one value per logged `step`. `steps_to_target`: the first logged step
+  at which a copy reached `target`, halfway from `chance` to the final unfiltered
+  accuracy (None: never)."""
+  step: List[int]
+  chance: float
+  accuracy: Dict[str, List[float]]
+  target: float
+  steps_to_target: Dict[str, Optional[int]]
+
+
+class ShortcutRun(TypedDict):
+  """One trained model; `planted_band`: [r_min, r_max) of a planted-band data set."""
+  dataset: str
+  steps: int
+  final_train_accuracy: float
+  test_accuracy: float
+  planted_band: Optional[List[float]]
+  learning_order: LearningOrder
+
+
+class FrequencyShortcutsPayload(TypedDict):
+  runs: Dict[str, ShortcutRun]  # By model name (its data set's name).
+
+
 # --- analyses ------------------------------------------------------------------------
 
 
@@ -202,7 +232,8 @@ class AnalysisPayload(TypedDict):
 
 
 PAYLOADS = {"transfer": TransferPayload, "gaussian": GaussianPayload,
-            "geometry_toy": GeometryToyPayload}
+            "geometry_toy": GeometryToyPayload,
+            "frequency_shortcuts": FrequencyShortcutsPayload}
 
 
 def _type_name(kind) -> str:

@@ -6,6 +6,7 @@ each value as `f"{hook.name}/{key}"`, so several hooks record side by side.
 import numpy as np
 
 from tfrandlabels.analysis import alignment
+from tfrandlabels.data import ops
 from tfrandlabels.models import weight_layers
 
 
@@ -45,3 +46,47 @@ class AlignmentHook:
             sigma_w, seed=self._seed, num_bases=self._num_bases),
         "transfer_function": [float(v) for v in f],
     }
+
+
+def filter_key(spec):
+  """The history key of a frequency filter: 'low_pass:4' -> 'low_pass_4'."""
+  return spec.replace(":", "_")
+
+
+class FilteredAccuracyHook:
+  """Accuracy on frequency-filtered copies of fixed images: which frequencies a model
+  uses, and in which order it learns them (Wang et al., ICCV 2023, Sec. 4).
+
+  The copies are made once, with `data.ops.frequency_filter`, from model-ready images
+  (after normalization, as `--eval_filter` filters). Records per log step
+  `unfiltered` and, per filter, its `filter_key` (e.g. `low_pass_4`): the share of
+  the images whose predicted class (argmax of the outputs, logits or probabilities)
+  is their label.
+
+  Args:
+    images: model-ready float images [N, H, W, C].
+    labels: their classes [N].
+    filters: filter specs as `ops.parse_filter` reads them, e.g. ("low_pass:4",
+      "high_pass:4").
+    batch_size: images per forward pass.
+    name: prefixes the recorded keys; distinct per hook of one run.
+  """
+
+  def __init__(self, images, labels, filters, batch_size=256, name="learning_order"):
+    self.name = name
+    self._labels = np.asarray(labels).reshape(-1)
+    self._batch_size = batch_size
+    self._copies = {"unfiltered": np.asarray(images, np.float32)}
+    for spec in filters:
+      filtered = ops.frequency_filter(spec)({"image": self._copies["unfiltered"]})["image"]
+      self._copies[filter_key(spec)] = np.asarray(filtered)
+
+  def __call__(self, step, model):
+    del step
+    accuracy = {}
+    for key, images in self._copies.items():
+      predicted = np.concatenate([
+          np.argmax(np.asarray(model(images[i:i + self._batch_size], training=False)), -1)
+          for i in range(0, len(images), self._batch_size)])
+      accuracy[key] = float(np.mean(predicted == self._labels))
+    return accuracy

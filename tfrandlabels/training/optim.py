@@ -32,8 +32,10 @@ def make_schedule(name, learning_rate, total_steps, boundaries=(), decay=0.1):
   return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
 
 
-def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, loss_scale=False):
-  """SGD with (heavy-ball) momentum or Adam; decoupled weight decay when > 0.
+def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, loss_scale=False,
+                   nesterov=False):
+  """SGD with heavy-ball (or, with `nesterov`, Nesterov) momentum, or Adam; decoupled
+  weight decay when > 0.
 
   With `loss_scale` (mixed_float16 on GPU) the optimizer scales the loss dynamically
   so small float16 gradients do not underflow.
@@ -42,9 +44,12 @@ def make_optimizer(name, schedule, momentum=0.9, weight_decay=0.0, loss_scale=Fa
     raise ValueError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
   if weight_decay < 0:
     raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
+  if nesterov and name != "sgd":
+    raise ValueError(f"nesterov=True needs optimizer='sgd', not {name!r}")
   decay = weight_decay or None
   if name == "sgd":
-    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=decay)
+    optimizer = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=nesterov,
+                                     weight_decay=decay)
   else:
     optimizer = keras.optimizers.Adam(schedule, weight_decay=decay)
   return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer

@@ -44,6 +44,7 @@ class TrainConfig:
   optimizer: str = "sgd"
   learning_rate: float = 0.01
   momentum: float = 0.9
+  nesterov: bool = False  # SGD only.
   schedule: str = "constant"
   schedule_boundaries: tuple = (0.5, 0.75)
   weight_decay: float = 0.0
@@ -80,7 +81,8 @@ def _make_optimizer(config, loss_scale=False):
   schedule = optim.make_schedule(config.schedule, config.learning_rate, config.steps,
                                  config.schedule_boundaries)
   return optim.make_optimizer(config.optimizer, schedule, config.momentum,
-                              config.weight_decay, loss_scale=loss_scale)
+                              config.weight_decay, loss_scale=loss_scale,
+                              nesterov=config.nesterov)
 
 
 def _check_hook_names(hooks):
