@@ -130,3 +130,23 @@ def test_speedup_is_ratio_of_means():
 def test_speedup_bad_input(scratch, variant, match):
   with pytest.raises(ValueError, match=match):
     curves.speedup(scratch, variant)
+
+
+def test_speedup_interval_is_a_percentile_bootstrap_of_the_ratio_of_means():
+  scratch, variant = [120, 80, 100, 90], [60, 50, 70]
+  result = curves.speedup_interval(scratch, variant, resamples=500, seed=3)
+  assert result["ratio"] == pytest.approx(np.mean(scratch) / np.mean(variant))
+  rng = np.random.default_rng(3)
+  ratios = (rng.choice(np.array(scratch, float), (500, 4)).mean(1) /
+            rng.choice(np.array(variant, float), (500, 3)).mean(1))
+  assert [result["ci95_low"], result["ci95_high"]] == pytest.approx(
+      np.percentile(ratios, [2.5, 97.5]).tolist())
+  assert result["ci95_low"] < result["ratio"] < result["ci95_high"]
+  same = curves.speedup_interval([100, 100, 100], [50, 50, 50])
+  assert same == {"ratio": 2.0, "ci95_low": 2.0, "ci95_high": 2.0}
+
+
+def test_speedup_interval_needs_three_seeds_a_side():
+  assert curves.speedup_interval([120, 80], [60, 60]) == {
+      "ratio": pytest.approx(100 / 60), "ci95_low": None, "ci95_high": None}
+  assert curves.speedup_interval([120, None, 80], [60, 60, 60])["ratio"] is None

@@ -130,7 +130,8 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
     (["--downstream_split=train[100:300]"], "overlaps --upstream_split"),
     (["--pretrain_steps=5"], "holds stage pretrain run with other settings (pretrain_steps)"),
     (["--model=transformer"], "--model"),
-    (["--experiment=nope"], "--experiment=nope is not one of gaussian, transfer"),
+    (["--experiment=nope"], "--experiment=nope is not one of frequency_shortcuts, gaussian, "
+                           "geometry_toy, transfer"),
     (["--stages=gaussian"], "'gaussian' is not a stage of experiment transfer"),
     (["--analyses=spectra"], "--analyses=spectra is not one of alignment, attribution"),
     (["--train_filter=low_pass"], "--train_filter=low_pass must be low_pass:R"),

@@ -85,7 +85,7 @@ def test_plane_values_equal_a_direct_per_point_computation():
   settings = types.SimpleNamespace(**SETTINGS)
   output = volume_element.run(model, data, settings)
   metrics = output.metrics
-  assert metrics["feature_map"] == "input_of_dense_1"
+  assert metrics["feature_map"] == f"input_of_{model.layers[-1].name}"
   assert (metrics["feature_width"], metrics["input_dim"], metrics["top_k"]) == (5, 72, 5)
   assert [r["region"] for r in metrics["regions"]] == ["plane 1", "plane 2", "all planes"]
   assert output.plots["maps"][1].startswith(b"\x89PNG")

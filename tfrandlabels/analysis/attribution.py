@@ -61,6 +61,12 @@ def _checked_inputs(model: keras.Model, images, labels) -> Tuple[np.ndarray, np.
   return images, labels.astype(np.int32)
 
 
+def _functional(model: keras.Model) -> keras.Model:
+  """The model as a functional Model: tf-keras-vis reads `output_names`, which a
+  Keras 3 Sequential model lacks. Same layers and weights."""
+  return model if hasattr(model, "output_names") else keras.Model(model.inputs, model.outputs)
+
+
 def _label_score(labels: np.ndarray):
   """The tf-keras-vis score: logit of each image's label, shifted to value 0.
 
@@ -138,7 +144,7 @@ def saliency_maps(model: keras.Model, images, labels, smooth_samples: int = 20,
   if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
     raise ValueError(f"noise must be >= 0 (a fraction of the image's value range), got "
                      f"{noise!r}.")
-  saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
+  saliency = Saliency(_functional(model), model_modifier=ReplaceToLinear(), clone=True)
   with _library_quirks(seed):
     maps = saliency(_label_score(labels), images, smooth_samples=int(smooth_samples),
                     smooth_noise=noise)
@@ -167,7 +173,7 @@ def gradcam_plus_plus(model: keras.Model, images, labels,
   if layer_name not in spatial:
     raise ValueError(f"layer_name={layer_name!r} is not a layer of {model.name!r} with a 4-D "
                      f"output; allowed: {', '.join(spatial) or 'none'}.")
-  gradcam = GradcamPlusPlus(model, model_modifier=ReplaceToLinear(), clone=True)
+  gradcam = GradcamPlusPlus(_functional(model), model_modifier=ReplaceToLinear(), clone=True)
   with _library_quirks():
     maps = gradcam(_label_score(labels), images, penultimate_layer=layer_name,
                    seek_penultimate_conv_layer=False)

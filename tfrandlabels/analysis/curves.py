@@ -135,6 +135,9 @@ def speedup(scratch_steps: Sequence[Optional[int]],
   return float(np.mean(scratch_steps) / np.mean(variant_steps))
 
 
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 def speedup_interval(scratch_steps: Sequence[Optional[int]],
                      variant_steps: Sequence[Optional[int]], resamples: int = 4000,
                      seed: int = 0) -> dict:
@@ -143,15 +146,17 @@ def speedup_interval(scratch_steps: Sequence[Optional[int]],
   Seeds are resampled with replacement, independently for scratch and the variant,
   and the ratio of means recomputed; the interval is the 2.5th to 97.5th percentile.
   With few seeds the bootstrap understates the spread (3 seeds give at most 10
-  distinct resamples per side), so read it as a rough interval, not a test.
+  distinct resamples per side), so read it as a rough interval, not a test; with
+  fewer than MIN_SEEDS_FOR_INTERVAL seeds on a side no interval is given at all.
 
   Returns:
     {"ratio", "ci95_low", "ci95_high"}: `speedup`'s ratio (None if a run never reached
-    the target); the bounds are None with fewer than 2 seeds on either side.
+    the target); the bounds are None with fewer than MIN_SEEDS_FOR_INTERVAL seeds on
+    either side.
   """
   ratio = speedup(scratch_steps, variant_steps)
   result = {"ratio": ratio, "ci95_low": None, "ci95_high": None}
-  if ratio is None or min(len(scratch_steps), len(variant_steps)) < 2:
+  if ratio is None or min(len(scratch_steps), len(variant_steps)) < MIN_SEEDS_FOR_INTERVAL:
     return result
   rng = np.random.default_rng(seed)
   scratch = np.asarray(scratch_steps, np.float64)

@@ -66,13 +66,18 @@ def frequency_filter(text):
   return op
 
 
+def _kind_and_number(text):
+  """'name:0.5' -> ('name', 0.5); a missing or malformed number is nan."""
+  kind, _, value = str(text).partition(":")
+  try:
+    return kind, float(value)
+  except ValueError:
+    return kind, float("nan")
+
+
 def parse_corruption(text):
   """'shuffled_pixels:0.5' -> ('shuffled_pixels', 0.5)."""
-  mode, _, fraction = str(text).partition(":")
-  try:
-    value = float(fraction)
-  except ValueError:
-    value = -1.0
+  mode, value = _kind_and_number(text)
   if mode not in corruption.INPUT_MODES or not 0 <= value <= 1:
     raise ValueError(f"corruption={text!r} must be {CORRUPTION_FORM}, FRACTION in [0, 1]")
   return mode, value
@@ -103,11 +108,7 @@ def input_corruption(text, seed, mean=None, std=None):
 
 def parse_shift(text):
   """'blur:1.5' -> ('blur', 1.5)."""
-  kind, _, value = str(text).partition(":")
-  try:
-    number = float(value)
-  except ValueError:
-    number = float("nan")
+  kind, number = _kind_and_number(text)
   if kind not in SHIFTS or not 0 < number < np.inf or (kind == "noise" and number > 1):
     raise ValueError(f"shift={text!r} must be {SHIFT_FORM}")
   return kind, number

@@ -62,14 +62,15 @@ def _summary(payload):
     if speedup is None or speedup["ratio"] is None:
       lines.append(f"{name}: no speed-up can be computed ({_speed_reason(entry, variants)}).")
       continue
-    interval = ("" if speedup["ci95_low"] is None else
+    interval = (" (no interval with fewer than 3 seeds)" if speedup["ci95_low"] is None else
                 f", 95% bootstrap interval over seeds [{speedup['ci95_low']:.2f}, "
                 f"{speedup['ci95_high']:.2f}]")
     lines.append(f"{name} reached {target:.0%} train accuracy in "
                  f"{entry['steps_to_target']['mean']:,.0f} steps against "
                  f"{variants['scratch']['steps_to_target']['mean']:,.0f} from scratch: "
                  f"{speedup['ratio']:.2f}x{interval}, {len(entry['seeds'])} seeds.")
-  lines.append("Final test accuracy (mean ± 95% t-interval): " + ", ".join(
+  seeds = max(len(entry["seeds"]) for entry in variants.values())
+  lines.append(f"Final test accuracy (mean ± 95% t-interval, {seeds} seeds): " + ", ".join(
       f"{name} {_accuracy(entry['final_test_accuracy'])}" for name, entry in variants.items())
                + ".")
   upstream = payload["tracks"].get("upstream")

@@ -68,7 +68,8 @@ def _pipeline_model(cfg):
     raise ConfigError(f"--checkpoint={cfg.checkpoint} is not a model of that run; choose "
                       f"from {', '.join(sources)}")
   ctx = Context(run_cfg, tf.distribute.get_strategy())
-  return sources[cfg.checkpoint].load(ctx), experiment.analysis_data(ctx)
+  return (sources[cfg.checkpoint].load(ctx),
+          experiment.analysis_data(ctx).for_model(cfg.checkpoint))
 
 
 def _user_data(cfg, ctx, model):
