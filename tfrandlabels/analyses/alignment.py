@@ -64,13 +64,13 @@ def run(model, data, settings):
                        "Aligned filters look like the data's eigenvectors.",
                        report.figure_png(plots.eigenfilters(
                            {"eigenfilters": {"data": result["eigenfilters"]["data"],
-                                             "pretrained": result["eigenfilters"]["model"]}}))),
+                                             "pretrained": result["eigenfilters"]["model"]}},
+                           model_label="model's filters"))),
       "transfer_function": ("The first layer's transfer function f(sigma) = sqrt(v' Sigma_w "
                             "v) along each eigenvector v of Sigma_x, against the data's "
                             "standard deviation sigma along it.",
-                            report.figure_png(plots.transfer_function({"upstream": {
-                                "sigma": result["sigma"], "step": [0],
-                                "transfer_function": [result["transfer_function"]]}}))),
+                            report.figure_png(plots.final_transfer_function(
+                                result["sigma"], result["transfer_function"]))),
   })
 
 

@@ -185,6 +185,9 @@ def _tracks(alignment: Mapping) -> List[Tuple[str, Mapping]]:
   return tracks
 
 
+SIGMA_LABEL = "sigma (std of the data along an eigenvector of Sigma_x)"
+
+
 def _transfer_panels(panels: Sequence[Tuple[str, Mapping]], xlabel: str,
                      xscale: str) -> Figure:
   """One panel per (title, track): f(sigma) at a few points of training."""
@@ -211,8 +214,14 @@ def transfer_function(alignment: Mapping) -> Figure:
   """
   return _transfer_panels([(f"{name} ({TRACKS[name]})", track)
                            for name, track in _tracks(alignment)],
-                          xlabel="sigma (std of the data along an eigenvector of Sigma_x)",
-                          xscale="log")
+                          xlabel=SIGMA_LABEL, xscale="log")
+
+
+def final_transfer_function(sigma: Sequence[float], f: Sequence[float]) -> Figure:
+  """One model's f(sigma) (no training track): the `alignment` analysis's figure."""
+  return _transfer_panels([("first layer", {"sigma": sigma, "step": ["of the model"],
+                                            "transfer_function": [f]})],
+                          xlabel=SIGMA_LABEL, xscale="log")
 
 
 def misalignment(alignment: Mapping) -> Figure:
@@ -244,18 +253,19 @@ def _as_patch(filter_values) -> np.ndarray:
   return patch[..., 0] if patch.shape[-1] == 1 else patch[..., :3]
 
 
-def eigenfilters(alignment: Mapping) -> Figure:
-  """Top eigenvectors of Sigma_x (data) above those of Sigma_w (pretrained filters), Fig. 3.
+def eigenfilters(alignment: Mapping, model_label: str = "pretrained filters") -> Figure:
+  """Top eigenvectors of Sigma_x (data) above those of Sigma_w (a model's filters), Fig. 3.
 
   Args:
     alignment: {"eigenfilters": {"data": [k, kh, kw, c], "pretrained": [k, kh, kw, c]}},
       largest eigenvalue first.
+    model_label: names the filters' row.
 
   Returns:
     Two rows of k image patches.
   """
   rows = [("data (Sigma_x)", alignment["eigenfilters"]["data"]),
-          ("pretrained filters (Sigma_w)", alignment["eigenfilters"]["pretrained"])]
+          (f"{model_label} (Sigma_w)", alignment["eigenfilters"]["pretrained"])]
   count = len(rows[0][1])
   figure = report.new_figure(1.2 * count, 2.8)
   grid = figure.subplots(2, count, squeeze=False)
