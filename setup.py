@@ -19,6 +19,7 @@ setuptools.setup(
         "scipy>=1.7,<2",  # tf-keras-vis imports scipy.ndimage.interpolation (gone in 2.0).
         "importlib_resources",  # Needed by tensorflow-datasets, which does not declare it.
         "Pillow",
+        "requests",  # TFDS downloads with it; its errors name a failed download.
         # The `embedded` data set is built from the sample photographs shipped in this
         # release; pinning it keeps the data set byte-identical everywhere.
         "scikit-image==0.26.0",

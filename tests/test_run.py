@@ -1,6 +1,5 @@
 """The pipeline end to end, as users run it: outputs, skipping, resume, analyses on any
 model, configs, and refused input."""
-import hashlib
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ from absl import flags
 import keras
 import numpy as np
 import pytest
+import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -46,8 +46,10 @@ def _run(script, *args, wait=True):
   return process.returncode, output
 
 
-def _checksums(folder):
-  return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+def _stamps(folder):
+  """Every file's size and modification time (ns): any write changes them. Cheaper than
+  hashing the checkpoints' contents, and stricter: a rewrite of equal bytes shows too."""
+  return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
           for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -96,22 +98,22 @@ def test_end_to_end_writes_results_and_report(finished):
 
 def test_second_run_trains_nothing(finished, embedded_dir):
   workdir, _ = finished
-  before = _checksums(workdir)
+  before = _stamps(workdir)
   code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY)
   assert code == 0, output[-4000:]
-  assert _checksums(workdir) == before
+  assert _stamps(workdir) == before
   assert output.count("up to date; skipping") == 6
 
 
 def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_dir, tmp_path):
   workdir = tmp_path / "copy"
   shutil.copytree(finished[0], workdir)
-  before = _checksums(workdir)
+  before = _stamps(workdir)
   code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
                       "--attribution_images=3")
   assert code == 0, output[-4000:]
   assert "stage analysis/attribution: redoing (attribution_images)" in output
-  after = _checksums(workdir)
+  after = _stamps(workdir)
   changed = {os.path.relpath(p, workdir) for p in after if before.get(p) != after[p]}
   assert changed and all(p.startswith(("analyses/attribution", "results/attribution",
                                        "figures", "report.html", "stages", "flags.json"))
@@ -148,8 +150,11 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
 def test_bad_input_is_refused_in_one_line_without_damage(finished, embedded_dir, args,
                                                          message, capsys):
   """In process (one TensorFlow start for all cases); the real command is checked below."""
-  workdir, _ = finished
-  before = _checksums(workdir)
+  _assert_refused(finished[0], embedded_dir, args, message, capsys)
+
+
+def _assert_refused(workdir, embedded_dir, args, message, capsys):
+  before = _stamps(workdir)
   flags.FLAGS.unparse_flags()
   with pytest.raises(SystemExit) as exit_info:
     run_main.run([RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, *args])
@@ -158,7 +163,20 @@ def test_bad_input_is_refused_in_one_line_without_damage(finished, embedded_dir,
   errors = [line for line in output.err.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], output.err[-2000:]
   assert "Traceback" not in output.err + output.out
-  assert _checksums(workdir) == before
+  assert _stamps(workdir) == before
+
+
+def test_a_data_set_that_cannot_be_downloaded_is_one_line(tmp_path, embedded_dir, capsys,
+                                                          monkeypatch):
+  """As offline: TFDS's download raises requests' ConnectionError."""
+  def offline(self, *args, **kwargs):
+    raise requests.exceptions.ConnectionError("Max retries exceeded with url: cifar-10")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  workdir = tmp_path / "work"
+  workdir.mkdir()
+  _assert_refused(workdir, embedded_dir, ["--dataset=cifar10"],
+                  "name='cifar10' could not be downloaded (Max retries", capsys)
+  assert not list(workdir.iterdir())
 
 
 @pytest.mark.parametrize("args, message", [
@@ -167,13 +185,13 @@ def test_bad_input_is_refused_in_one_line_without_damage(finished, embedded_dir,
 ])
 def test_the_command_prints_one_line_and_exits_2(finished, embedded_dir, args, message):
   workdir, _ = finished
-  before = _checksums(workdir)
+  before = _stamps(workdir)
   code, output = _run(RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, *args)
   assert code == 2, output[-2000:]
   errors = [line for line in output.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], output[-2000:]
   assert "Traceback" not in output and "USAGE" not in output
-  assert _checksums(workdir) == before
+  assert _stamps(workdir) == before
 
 
 def test_failed_first_run_leaves_nothing_and_the_corrected_command_runs(embedded_dir,

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import requests
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -113,3 +114,19 @@ def test_bad_folders(tmp_path):
   (tmp_path / "broken" / "train" / "cat" / "bad.png").write_bytes(b"not an image")
   with pytest.raises(ValueError, match="bad.png is not a readable image"):
     data.load(f"folder:{tmp_path / 'broken'}", "train")
+
+
+def test_a_download_that_fails_is_one_line(tmp_path, monkeypatch):
+  """What TFDS raises offline (requests' ConnectionError) names the set and the remedy."""
+  def offline(self, *args, **kwargs):
+    raise requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='www.cs.toronto.edu', port=443): Max retries exceeded\n"
+        "(Caused by NameResolutionError(...))")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(ValueError) as error:
+    data.load("cifar10", "train", data_dir=str(tmp_path))
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith("name='cifar10' could not be downloaded (HTTPSConnectionPool")
+  assert "--data_dir=DIR" in message and "--dataset=embedded" in message
+  assert not list(tmp_path.rglob("*.tfrecord*"))

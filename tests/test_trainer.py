@@ -1,8 +1,10 @@
-"""Trainer: strategies agree, workers stay in sync, killed runs resume exactly, memorization."""
+"""Trainer: strategies agree, killed runs resume exactly, memorization, retracing.
+
+Workers staying in sync is tested on the pipeline command (test_multi_worker.py)."""
 import json
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,42 +55,6 @@ def test_mirrored_over_two_cpus_matches_one_device(reference, tmp_path):
   _run_worker(tmp_path / "model", 8, "mirrored", tmp_path / "weights.npz", 2)
   for a, b in zip(_weights(reference / "weights.npz"), _weights(tmp_path / "weights.npz")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
-def test_multi_worker_runs_stay_in_sync(reference, tmp_path):
-  workers = [f"localhost:{p}" for p in _free_ports(2)]
-  processes = []
-  for i in range(2):
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-    processes.append(_run_worker(tmp_path / "model", 8, "multi_worker_mirrored",
-                                 tmp_path / f"weights{i}.npz",
-                                 env={"TF_CONFIG": json.dumps(tf_config)}, wait=False))
-  for process in processes:
-    output = process.communicate(timeout=600)[0]
-    assert process.returncode == 0, output[-3000:]
-  chief, other = _weights(tmp_path / "weights0.npz"), _weights(tmp_path / "weights1.npz")
-  for a, b in zip(chief, other):
-    np.testing.assert_array_equal(a, b)
-  # Each worker reads its own shard, so batches (and weights) differ from the
-  # one-device run; but training happened: the weights moved from initialization.
-  initial = models.build_model("simple_cnn", 10, (32, 32, 3), filters=16, hidden=16,
-                               seed=0).get_weights()
-  assert all(not np.allclose(a, b) for a, b in zip(initial[::2], chief[::2]))
-  assert not os.path.exists(tmp_path / "model" / "scratch" / "worker1")
-  history = [json.loads(line) for line in open(tmp_path / "model" / "history.jsonl")]
-  assert [r["step"] for r in history] == [2, 4, 6, 8]
-  # The chief's hook recorded under its name (trainer_worker.py tracks the first conv).
-  assert all(len(r["alignment/transfer_function"]) == 27 for r in history)
 
 
 def test_killed_run_resumes_to_the_same_weights(reference, tmp_path):
@@ -275,3 +241,33 @@ def test_hooks_of_one_name_are_refused(tmp_path):
     _tiny_train(tmp_path, hooks=[_StepHook("probe"), _StepHook("alignment"),
                                  _StepHook("probe")])
   assert not os.path.exists(tmp_path / trainer.HISTORY)
+
+
+class _Messages(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def tensorflow_warnings():
+  handler, logger = _Messages(), logging.getLogger("tensorflow")
+  logger.addHandler(handler)
+  yield handler.messages
+  logger.removeHandler(handler)
+
+
+def test_many_runs_in_one_process_do_not_warn_of_retracing(tmp_path, tensorflow_warnings):
+  for run in range(7):  # TensorFlow's detector warns from the fifth trace of one code.
+    _tiny_train(tmp_path / str(run), steps=2)
+  assert not [m for m in tensorflow_warnings if "retracing" in m]
+
+
+def test_a_step_function_that_really_retraces_still_warns(tensorflow_warnings):
+  square = trainer._function(lambda x: x * x)  # pylint: disable=protected-access
+  for size in range(1, 8):
+    square(tf.zeros([size]))
+  assert [m for m in tensorflow_warnings if "retracing" in m]

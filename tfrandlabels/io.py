@@ -22,8 +22,15 @@ def atomic_write(path, text):
   tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
-def write_json(path, value):
-  atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+def write_json(path, value, unless_same=False):
+  """Writes `value` as JSON atomically; `unless_same`: not if `path` already holds it,
+  so a rerun that changes nothing leaves the file (and its time) as it was."""
+  text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+  if unless_same and tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      if f.read() == text:
+        return
+  atomic_write(path, text)
 
 
 def read_json(path, default=None):

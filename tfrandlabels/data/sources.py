@@ -10,6 +10,7 @@ shuffling, sharding and worker count.
 import os
 import re
 
+import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -86,6 +87,25 @@ def _check_manual_download(builder, name):
                      f"{manual_dir} (pass data_dir= to choose another root). {instructions}")
 
 
+# What a download that cannot reach its server (no network, a firewall, an HTTP error)
+# raises; anything else is a bug or a local fault and keeps its traceback.
+_FETCH_ERRORS = (requests.exceptions.RequestException, tfds.download.DownloadError)
+
+
+def _prepare(builder, name):
+  """builder.download_and_prepare(), with a failed download reported in one line."""
+  if name.startswith(FOLDER_PREFIX):
+    return
+  try:
+    builder.download_and_prepare()
+  except _FETCH_ERRORS as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise ValueError(
+        f"name={name!r} could not be downloaded ({reason}); prepare it on a machine with "
+        f"a network (tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()), "
+        "copy DIR here and pass --data_dir=DIR, or use --dataset=embedded") from None
+
+
 def _split_sizes(builder):
   return {name: info.num_examples for name, info in builder.info.splits.items()}
 
@@ -126,7 +146,7 @@ def _prepared_builder(name, split, data_dir):
   if not name.startswith(FOLDER_PREFIX):
     if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
       _check_manual_download(builder, name)
-    builder.download_and_prepare()
+    _prepare(builder, name)
     _check_split_names(names, builder.info.splits, split, name)
   return builder
 
@@ -174,6 +194,5 @@ def load(name, split, data_dir=None):
 def num_classes(name, data_dir=None):
   """Returns the number of classes of a data set's `label` feature."""
   builder = _builder(name, data_dir)
-  if not name.startswith(FOLDER_PREFIX):
-    builder.download_and_prepare()
+  _prepare(builder, name)
   return builder.info.features["label"].num_classes

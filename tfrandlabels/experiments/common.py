@@ -14,6 +14,7 @@ from tfrandlabels.data import ops
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.pipeline import artifacts
 from tfrandlabels.pipeline import flags as flag_lib
+from tfrandlabels.training import precision
 from tfrandlabels.training import trainer
 from tfrandlabels.training.optim import OPTIMIZERS, SCHEDULES
 
@@ -40,8 +41,10 @@ flags.DEFINE_bool("nesterov", False, "SGD with Nesterov momentum. Read by the ex
                   "that list it (frequency_shortcuts), so other workdirs stay valid.")
 flags.DEFINE_enum("schedule", "constant", SCHEDULES, "Learning-rate schedule.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
-flags.DEFINE_enum("precision", "float32", trainer.PRECISIONS, "float32, or mixed_bfloat16 "
-                  "(TPU) / mixed_float16 (GPU).")
+flags.DEFINE_enum("precision", precision.AUTO, (precision.AUTO,) + trainer.PRECISIONS,
+                  "auto (mixed_bfloat16 on TPU and on CPUs with bfloat16 matrix units, "
+                  "mixed_float16 on GPUs with tensor cores, float32 otherwise), or one of "
+                  "those by name. Losses, metrics, master weights and analyses stay float32.")
 flags.DEFINE_integer("steps_per_loop", 25, "Training steps per host call.")
 flags.DEFINE_integer("log_every", 25, "Steps between history records.")
 flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")

@@ -31,6 +31,7 @@ from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline.context import Context
 from tfrandlabels.pipeline.stage import Stage
+from tfrandlabels.training import precision
 from tfrandlabels.training import strategy as strategy_lib
 
 FLAGS_FILE = "flags.json"
@@ -156,11 +157,16 @@ def _saved_flags(cfg):
 
 
 def run(experiment, cfg):
-  """Runs the selected stages of `experiment`; returns report.html's path if written."""
+  """Runs the selected stages of `experiment`; returns report.html's path if written
+  (by the chief; other workers of a multi-worker run return None)."""
   try:
     strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
   except ValueError as e:
     raise ConfigError(f"--strategy={cfg.strategy} --tpu={cfg.tpu}: {e}") from None
+  if hasattr(cfg, "precision"):
+    asked = cfg.precision
+    cfg.precision, reason = precision.resolve(asked, strategy)
+    logging.info("precision %s (--precision=%s: %s)", cfg.precision, asked, reason)
   experiment.check(cfg)
   cfg = experiment.resolve(cfg)
   stages = all_stages(experiment, cfg)
@@ -168,7 +174,7 @@ def run(experiment, cfg):
   actions = plan(stages, selected, cfg)
   ctx = Context(cfg, strategy, strategy_lib.is_chief(strategy))
   if ctx.chief:
-    io.write_json(ctx.path(FLAGS_FILE), _saved_flags(cfg))
+    io.write_json(ctx.path(FLAGS_FILE), _saved_flags(cfg), unless_same=True)
   logging.info("workdir %s, experiment %s, %d replica(s)", cfg.workdir, experiment.name,
                strategy.num_replicas_in_sync)
   for stage in stages:
@@ -190,4 +196,4 @@ def run(experiment, cfg):
     if ctx.chief:
       io.write_json(_record_path(cfg.workdir, stage.name), {**record, "done": True})
     logging.info("stage %s: done", stage.name)
-  return ctx.path("report.html") if "report" in actions else None
+  return ctx.path("report.html") if "report" in actions and ctx.chief else None

@@ -20,9 +20,11 @@ def _tpu_strategy(tpu):
   if tpu.startswith("grpc://"):
     _check_reachable(tpu)
   try:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-        tpu="" if tpu == "local" else tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
+    # "local" is the resolver's own name for a TPU attached to this VM (a TPU VM),
+    # which needs no remote connection; a TPU node is reached over the network.
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    if tpu != "local":
+      tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

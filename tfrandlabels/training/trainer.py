@@ -15,8 +15,11 @@ is rebuilt at the restored step (`make_input_fn(start_step=...)`), so a killed r
 restarted with the same command continues at exactly the batch it would have seen.
 """
 import dataclasses
+import functools
+import hashlib
 import os
 import sys
+import tempfile
 import time
 
 from absl import logging
@@ -138,10 +141,11 @@ def _build_variables(model_fn, config, strategy):
 
 def _checkpoint_dir(strategy, model_dir):
   """Where this worker saves: non-chief workers must write too (the save is collective),
-  but to a scratch folder that `train` deletes at the end."""
+  but to a local scratch folder, outside the shared workdir, that `train` deletes at
+  the end."""
   if strategy_lib.is_chief(strategy):
     return os.path.join(model_dir, "checkpoints")
-  return os.path.join(model_dir, "scratch", f"worker{strategy.cluster_resolver.task_id}")
+  return tempfile.mkdtemp(prefix=f"tfrandlabels-worker{strategy.cluster_resolver.task_id}-")
 
 
 def _restore(checkpoint, model_dir):
@@ -172,6 +176,18 @@ def _build_state(model_fn, config, strategy, model_dir):
 
 
 # --- inner loop and evaluation ------------------------------------------------------
+
+
+def _function(fn):
+  """`tf.function(fn)`, with TensorFlow's retracing warning counted for this run alone.
+
+  Every `train` call wraps a new model in new step functions, so each traces once.
+  TensorFlow's detector counts traces by code object, so from the fifth run in one
+  process (every finetuning run) it warns of retracing that is expected. A partial has
+  no code object of its own, so the detector counts this instance only, and still
+  warns when one run's function really does retrace.
+  """
+  return tf.function(functools.partial(fn))
 
 
 def _replica_step(model, optimizer, batch, global_batch_size):
@@ -207,7 +223,6 @@ def _make_runner(strategy, state, global_batch_size, dataset):
   """
   iterator = iter(dataset)
 
-  @tf.function
   def run_steps(iterator, num_steps):
     losses = tf.TensorArray(tf.float32, size=num_steps)
     correct = tf.TensorArray(tf.float32, size=num_steps)
@@ -218,6 +233,8 @@ def _make_runner(strategy, state, global_batch_size, dataset):
       correct = correct.write(i, strategy.reduce("SUM", right, axis=None))
       state.step.assign_add(1)
     return losses.stack(), correct.stack()
+
+  run_steps = _function(run_steps)
 
   def run(num_steps):
     return tuple(t.numpy() for t in run_steps(iterator, tf.constant(num_steps)))
@@ -241,7 +258,6 @@ def _make_evaluator(strategy, model, eval_input):
     return None
   dataset = strategy.distribute_datasets_from_function(eval_input)
 
-  @tf.function
   def evaluate_dataset(dataset):
     totals = tf.zeros([3])
     for batch in dataset:
@@ -249,6 +265,7 @@ def _make_evaluator(strategy, model, eval_input):
       totals += tf.stack([strategy.reduce("SUM", s, axis=None) for s in sums])
     return totals
 
+  evaluate_dataset = _function(evaluate_dataset)
   return lambda: evaluate_dataset(dataset).numpy()
 
 
@@ -449,7 +466,17 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
   record = _train_loop(config, state, run, evaluate, outputs, hooks if chief else ())
   if not chief:
     tf.io.gfile.rmtree(state.manager.directory)
+  logging.info("%s: trained to step %d; weights digest %s", model_dir, config.steps,
+               weights_digest(state.model))
   return state.model, record
+
+
+def weights_digest(model):
+  """A short hash of a model's weights: equal on every worker of a synchronous run."""
+  digest = hashlib.sha256()
+  for value in model.get_weights():
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def load_weights(model, model_dir):
