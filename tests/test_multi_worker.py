@@ -5,10 +5,12 @@ import glob
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -34,17 +36,22 @@ def _free_ports(count):
   return ports
 
 
-def _run_workers(workdir, data_dir):
-  """Starts the command on two workers; returns [(exit code, output)] per worker."""
+def _start_workers(workdir, data_dir, *args):
+  """Starts the command on two workers of one cluster; returns their processes."""
   cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
   processes = []
   for index in range(2):
     tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
     processes.append(subprocess.Popen(
-        [sys.executable, RUN, f"--workdir={workdir}", f"--data_dir={data_dir}", *TINY],
+        [sys.executable, RUN, f"--workdir={workdir}", f"--data_dir={data_dir}", *TINY, *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}))
-  return [(p.wait(timeout=900), p.stdout.read()) for p in processes]
+  return processes
+
+
+def _run_workers(workdir, data_dir):
+  """Runs the command on two workers; returns [(exit code, output)] per worker."""
+  return [(p.wait(timeout=900), p.stdout.read()) for p in _start_workers(workdir, data_dir)]
 
 
 def _digests(output):
@@ -140,3 +147,23 @@ def test_no_tpu_here_is_one_line_and_writes_nothing(embedded_dir, tmp_path):
   assert len(errors) == 1 and "--tpu=local" in errors[0] and "could not reach the TPU" in errors[0]
   assert "Traceback" not in process.stderr
   assert not (tmp_path / "work").exists()
+
+
+def test_a_dead_worker_stops_the_other_with_one_line(embedded_dir, tmp_path):
+  workdir = tmp_path / "work"
+  chief, other = _start_workers(workdir, embedded_dir, "--pretrain_steps=100000")
+  history = workdir / "pretrain" / "history.jsonl"
+  deadline = time.time() + 300
+  while not (history.exists() and history.read_text()):  # Training has started.
+    assert chief.poll() is None and time.time() < deadline, chief.stdout.read()[-3000:]
+    time.sleep(0.2)
+  other.send_signal(signal.SIGKILL)
+  other.wait()
+  killed = time.time()
+  output = chief.communicate(timeout=120)[0]
+  assert chief.returncode == 3, output[-3000:]
+  assert time.time() - killed < 60
+  errors = [l for l in output.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "lost contact with another worker" in errors[0]
+  assert "start the same command on every worker" in errors[0]
+  assert "Traceback" not in output

@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 # Registers the generated TFDS builders: `embedded`, `planted_low`/`_mid`/`_high`.
+from tfrandlabels import errors
 from tfrandlabels.data import embedded
 from tfrandlabels.data import planted
 
@@ -99,9 +100,9 @@ def _prepare(builder, name):
   try:
     builder.download_and_prepare()
   except _FETCH_ERRORS as e:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     raise ValueError(
-        f"name={name!r} could not be downloaded ({reason}); prepare it on a machine with "
+        f"name={name!r} could not be downloaded ({errors.first_line(e)}); prepare it on a "
+        "machine with "
         f"a network (tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()), "
         "copy DIR here and pass --data_dir=DIR, or use --dataset=embedded") from None
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfrandlabels import analyses
 from tfrandlabels import data
+from tfrandlabels import errors
 from tfrandlabels import experiments
 from tfrandlabels import io
 from tfrandlabels.analyses import registry
@@ -50,7 +51,7 @@ def load_keras_model(path):
     try:
       return keras.saving.load_model(local, compile=False)
     except (ValueError, OSError, TypeError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      first = errors.first_line(e)
       raise ConfigError(f"--model_path={path}: not a loadable Keras model ({first[:200]})"
                         ) from None
 

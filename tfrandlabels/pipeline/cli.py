@@ -2,8 +2,9 @@
 
 A user error (a bad flag value, a missing file, a data set that cannot serve a
 split: `ConfigError`, or absl's own flag errors) prints one line, `error: ...`, and
-exits with status 2, before anything is written. Any other exception is a bug and
-keeps its traceback.
+exits with status 2, before anything is written. A diverged run exits with 1, a
+multi-worker run that lost a worker (or a remote service) with 3, each with one line.
+Any other exception is a bug and keeps its traceback.
 """
 import re
 import sys
@@ -11,12 +12,15 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
+from tfrandlabels import errors
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.training.trainer import TrainingDiverged
 
 USAGE_ERROR = 2
 DIVERGED = 1
+PEER_LOST = 3
 
 
 def fail(message, code=USAGE_ERROR):
@@ -53,5 +57,10 @@ def start(main, argv):
     except TrainingDiverged as e:
       logging.error("%s", e)
       fail(e, DIVERGED)
+    except tf.errors.UnavailableError as e:
+      fail(f"lost contact with another worker or a remote service ({errors.first_line(e)}); "
+           "when all "
+           "are back, start the same command on every worker: it resumes from the last "
+           "checkpoint", PEER_LOST)
 
   app.run(guarded, argv=argv, flags_parser=parse_flags)

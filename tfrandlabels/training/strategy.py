@@ -3,6 +3,8 @@ import socket
 
 import tensorflow as tf
 
+from tfrandlabels import errors
+
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
@@ -27,8 +29,7 @@ def _tpu_strategy(tpu):
       tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, RuntimeError, tf.errors.OpError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ValueError(f"tpu={tpu!r}: could not reach the TPU ({first_line}); pass its "
+    raise ValueError(f"tpu={tpu!r}: could not reach the TPU ({errors.first_line(e)}); pass its "
                      "name, a grpc://host:port address, or 'local' on a TPU VM") from None
   return tf.distribute.TPUStrategy(resolver)
 

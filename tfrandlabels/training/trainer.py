@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrandlabels import errors
 from tfrandlabels import io
 from tfrandlabels.training import optim
 from tfrandlabels.training import strategy as strategy_lib
@@ -157,7 +158,7 @@ def _restore(checkpoint, model_dir):
   try:
     checkpoint.restore(latest).assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-    reason = str(e).strip().splitlines()[0][:160]
+    reason = errors.first_line(e, limit=160)
     raise ValueError(f"model_dir={model_dir!r} holds a checkpoint of another model or "
                      f"optimizer ({reason}); use a new model_dir or delete it") from None
 
