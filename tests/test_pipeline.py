@@ -1,10 +1,14 @@
 """Input pipeline: batching, epochs, exact resume, sharding, preprocessing, filtering."""
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfrandlabels import data
 from tfrandlabels.data import ops
+from tfrandlabels.experiments import common
+from tfrandlabels.pipeline.context import Context
 
 N = 50
 
@@ -131,3 +135,20 @@ def test_bad_batch_sizes():
     data.make_input_fn(_source, global_batch_size=10, training=True)(context)
   with pytest.raises(ValueError, match="fewer than one per-replica batch"):
     data.make_input_fn(_source, global_batch_size=64, training=True)()
+
+
+@pytest.mark.parametrize("strategy, tpu, static", [("auto", None, False), ("tpu", None, True),
+                                                   ("auto", "local", True)])
+def test_evaluation_batches_are_static_on_tpu(strategy, tpu, static):
+  """A TPU compiles for one batch shape: its evaluation drops the last partial batch."""
+  cfg = types.SimpleNamespace(
+      strategy=strategy, tpu=tpu, batch_size=16, image_size=None, augment=False,
+      normalize="unit", input_corruption="", input_corruption_seed=0, train_filter="",
+      eval_filter="", workdir="unused")
+  ctx = Context(cfg, tf.distribute.get_strategy())
+  for training in (True, False):
+    ds = common.make_input(ctx, _source, training=training, stats_split="unused")(None)
+    batch_dim = ds.element_spec["image"].shape[0]
+    assert batch_dim == (16 if training or static else None)
+    sizes = [len(b["label"]) for b in ds.take(4 if training else 10).as_numpy_iterator()]
+    assert sizes == ([16] * 4 if training else [16] * 3 + ([] if static else [2]))

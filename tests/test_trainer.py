@@ -90,20 +90,22 @@ def test_finished_run_trains_no_more(reference):
 
 
 def test_memorizes_random_labels(embedded_dir, tmp_path):
-  """Zhang et al. 2017: a network fits 1,000 images with random labels."""
+  """Zhang et al. 2017: a network fits 500 images with random labels."""
   def random_labelled():
-    return data.corrupt_labels(data.load("embedded", "train[:1000]", data_dir=embedded_dir),
+    return data.corrupt_labels(data.load("embedded", "train[:500]", data_dir=embedded_dir),
                                fraction=1.0, num_classes=10, seed=0)
+  # simple_cnn's 256 filters, with a narrower dense layer (most of its cost).
+  build = lambda: models.build_model("simple_cnn", 10, (32, 32, 3), hidden=32, seed=0)
   model, _ = trainer.train(
-      model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), seed=0),
+      model_fn=build,
       train_input=lambda start: data.make_input_fn(
           random_labelled, global_batch_size=100, training=True, start_step=start,
           batch_ops=[ops.normalize()]),
       eval_input=data.make_input_fn(
           lambda: data.load("embedded", "test[:500]", data_dir=embedded_dir),
           global_batch_size=100, training=False, batch_ops=[ops.normalize()]),
-      config=trainer.TrainConfig(steps=350, batch_size=100, learning_rate=0.02,
-                                 log_every=350, checkpoint_every=350, steps_per_loop=350),
+      config=trainer.TrainConfig(steps=250, batch_size=100, learning_rate=0.02,
+                                 log_every=250, checkpoint_every=250, steps_per_loop=250),
       strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))
   def accuracy(ds):
     batches = list(ds.batch(250).as_numpy_iterator())
@@ -124,7 +126,7 @@ def test_memorizes_random_labels(embedded_dir, tmp_path):
     return (alignment.misalignment(sigma_x, sigma_w),
             alignment.random_basis_misalignment(sigma_w, seed=0))
 
-  initial, initial_random = scores(models.build_model("simple_cnn", 10, (32, 32, 3), seed=0))
+  initial, initial_random = scores(build())
   trained, trained_random = scores(model)
   assert initial > 0.8 * initial_random
   assert trained < 0.5 * trained_random
@@ -271,3 +273,20 @@ def test_a_step_function_that_really_retraces_still_warns(tensorflow_warnings):
   for size in range(1, 8):
     square(tf.zeros([size]))
   assert [m for m in tensorflow_warnings if "retracing" in m]
+
+
+def test_bfloat16_follows_the_float32_accuracy_curve(tmp_path):
+  """What `--precision=auto` picks on bf16 hardware changes no conclusion at small scale:
+  over 40 steps the accuracy curve stays within 0.05 of float32's at every log step and
+  the final loss within 1% (measured: 0.0125 and 0.02%; bfloat16 keeps 8 bits of
+  mantissa, while logits, loss and master weights stay float32)."""
+  curves = {}
+  for precision in ("float32", "mixed_bfloat16"):
+    _tiny_train(tmp_path / precision, precision=precision, steps=40, log_every=5,
+                checkpoint_every=40, learning_rate=0.1, deterministic=True)
+    history = [json.loads(line) for line in open(tmp_path / precision / trainer.HISTORY)]
+    curves[precision] = np.array([(r["accuracy"], r["loss"]) for r in history])
+  np.testing.assert_allclose(curves["mixed_bfloat16"][:, 0], curves["float32"][:, 0], atol=0.05)
+  np.testing.assert_allclose(curves["mixed_bfloat16"][-1, 1], curves["float32"][-1, 1],
+                             rtol=0.01)
+  assert curves["float32"][-1, 0] > curves["float32"][0, 0] + 0.2  # It learned something.
