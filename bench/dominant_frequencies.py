@@ -9,13 +9,12 @@ planted-band set, standardized), the same model (`strided_cnn`, seeded; its weig
 do not change the work) and the same compiled forward function, and score the same
 frequencies: each conjugate pair once (the loop skips a frequency whose partner it
 already scored, the reference's conjugate bug fixed). Rounds alternate which method
-goes first; each round times the search over every class.
+goes first (`rounds.alternate`); each round times the search over every class.
 
 Run: .venv/bin/python bench/dominant_frequencies.py [--images=32 --rounds=3]
 The last line is `dfm_vs_loop=<ratio>`: median loop time over median batched time.
 """
 import argparse
-import time
 
 import keras
 import numpy as np
@@ -24,6 +23,8 @@ import tensorflow as tf
 from tfrandlabels import models
 from tfrandlabels.analysis import spectra
 from tfrandlabels.data import planted
+
+import rounds
 
 
 def parse_args():
@@ -73,11 +74,12 @@ def batched_importance(predict, images, label, batch):
                                       chunk=max(1, batch // len(images)))
 
 
-def search(method, per_class):
-  """Seconds to score every frequency of every class, and the scores."""
-  start = time.perf_counter()
-  scores = [method(images, label) for label, images in enumerate(per_class)]
-  return time.perf_counter() - start, scores
+def search(method, per_class, found):
+  """A contender for `rounds.alternate`: () -> seconds to score every frequency of every
+  class; the scores are left in the list `found`."""
+  def run():
+    found[:] = [method(images, label) for label, images in enumerate(per_class)]
+  return rounds.timed(run)
 
 
 def main():
@@ -96,24 +98,18 @@ def main():
   # Warm up: trace the forward function for every batch shape both methods use.
   for method in methods.values():
     method(per_class[0], 0)
-  times = {name: [] for name in methods}
-  scores = {}
-  for round_ in range(args.rounds):
-    order = list(methods) if round_ % 2 == 0 else list(methods)[::-1]
-    for name in order:
-      seconds, scores[name] = search(methods[name], per_class)
-      times[name].append(seconds)
-      print(f"round {round_ + 1}: {name} {seconds:.2f} s")
+  scores = {name: [] for name in methods}
+  times = rounds.alternate({name: search(method, per_class, scores[name])
+                            for name, method in methods.items()}, args.rounds)
   difference = max(np.nanmax(np.abs(a - b)) for a, b in zip(scores["batched"], scores["loop"]))
   same = np.mean([np.array_equal(spectra.dominant_frequency_map(a),
                                  spectra.dominant_frequency_map(b))
                   for a, b in zip(scores["batched"], scores["loop"])])
   print(f"largest score difference {difference:.2e}; identical 5% DFMs for {same:.0%} of "
         "the classes")
-  for name, seconds in times.items():
-    print(f"{name}: median {np.median(seconds):.2f} s (min {min(seconds):.2f}, max "
-          f"{max(seconds):.2f}) over {args.rounds} rounds, all classes")
-  print(f"dfm_vs_loop={np.median(times['loop']) / np.median(times['batched']):.1f}")
+  rounds.report(times, suffix=lambda _: ", all classes")
+  median = rounds.medians(times)
+  print(f"dfm_vs_loop={median['loop'] / median['batched']:.1f}")
 
 
 if __name__ == "__main__":

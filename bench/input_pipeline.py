@@ -9,14 +9,13 @@ memory so that image decoding does not dominate:
      per image and channel in a Python loop (fft2, multiply by the unshifted mask,
      ifft2, real part), then batches of 256 collated with np.stack, labels precomputed.
 Each runs a warm-up epoch (tracing, filling the cache); then every round times one epoch
-of each, and the median epoch gives its images per second.
+of each, the order reversed every other round (`rounds.alternate`), so a load change on
+the shared machine hits all of them; the median epoch gives its images per second.
 
 Run: .venv/bin/python bench/input_pipeline.py [--data_dir DIR]. The last line is
 `filter_vs_numpy=<rate 3 / rate 4> corruption_overhead=<100 * (1 - rate 2 / rate 1)>%`.
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +23,8 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels.data import frequency
 from tfrandlabels.data import ops
+
+import rounds
 
 NUM_CLASSES = 10
 CUTOFF = 8  # Low-pass radius, cycles per image.
@@ -34,7 +35,8 @@ def parse_args():
   parser.add_argument("--data_dir", default=None,
                       help="TFDS data_dir holding (or to prepare) `embedded`; default TFDS's")
   parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--epochs", type=int, default=10, help="timed epochs (rounds) per pipeline")
+  parser.add_argument("--rounds", type=int, default=10,
+                      help="timed rounds, one epoch of each pipeline per round")
   return parser.parse_args()
 
 
@@ -42,26 +44,6 @@ def read_into_memory(data_dir):
   """The `embedded` train split as numpy arrays: decoded once, shared by every pipeline."""
   examples = list(data.load("embedded", "train", data_dir=data_dir).as_numpy_iterator())
   return {key: np.stack([e[key] for e in examples]) for key in ("image", "label", "index")}
-
-
-def epoch_seconds(epochs_by_name, rounds):
-  """Times one epoch of every pipeline per round, after an untimed warm-up epoch each.
-
-  Interleaving the pipelines within each round spreads the load of a shared machine
-  evenly over them, so their ratios stay meaningful while absolute rates drift.
-
-  Returns:
-    {name: [seconds of each timed epoch]}.
-  """
-  for run_epoch in epochs_by_name.values():
-    run_epoch()  # Traces, and fills the cache of the tf.data pipelines.
-  durations = {name: [] for name in epochs_by_name}
-  for _ in range(rounds):
-    for name, run_epoch in epochs_by_name.items():
-      start = time.perf_counter()
-      run_epoch()
-      durations[name].append(time.perf_counter() - start)
-  return durations
 
 
 def tf_epoch(dataset):
@@ -103,7 +85,7 @@ def main():
   height, width = arrays["image"].shape[1:3]
   mask = frequency.low_pass((height, width), CUTOFF)
   print(f"embedded train: {count} images {arrays['image'].shape[1:]} uint8, in memory; "
-        f"batch {args.batch_size}; {args.epochs} timed epochs each after 1 warm-up; "
+        f"batch {args.batch_size}; {args.rounds} timed epochs each after 1 warm-up; "
         f"low_pass radius {CUTOFF}")
 
   def source():
@@ -129,11 +111,11 @@ def main():
   epochs["4 numpy FFT per image (peer)"] = numpy_epoch(arrays, peer_labels, mask,
                                                        args.batch_size)
 
-  rates = {}
-  for name, durations in epoch_seconds(epochs, args.epochs).items():
-    rates[name] = count / statistics.median(durations)
-    print(f"{name}: {rates[name]:,.0f} images/s (median epoch {statistics.median(durations):.3f} s,"
-          f" fastest {min(durations):.3f} s, slowest {max(durations):.3f} s)")
+  # The warm-up epoch traces, and fills the cache of the tf.data pipelines.
+  seconds = rounds.alternate({name: rounds.timed(run) for name, run in epochs.items()},
+                             args.rounds, warmup=True)
+  rates = {name: count / median for name, median in rounds.medians(seconds).items()}
+  rounds.report(seconds, digits=3, suffix=lambda name: f", {rates[name]:,.0f} images/s")
 
   ours = next(iter(pipelines["3 + apply_mask (in-graph, per batch)"]))["image"].numpy()
   peer = next(numpy_batches(arrays, peer_labels, mask, args.batch_size))["image"]

@@ -5,10 +5,12 @@ image's patches with scikit-learn's `extract_patches_2d` in a Python loop and ta
 `np.cov` over all of them. Both run on the same seeded, fixed random 32x32x3 float32
 images with 3x3 patches, stride 1. The peer holds every patch in memory (in float64 for
 `np.cov`), so it runs on a subset; patches per second is comparable across sizes.
+After one untimed call each (tracing), the two alternate over --rounds rounds, the order
+reversed every other round (`rounds.alternate`); median times give patches per second.
 
 Run: .venv/bin/python bench/patch_covariance.py   (needs scikit-learn for the peer:
 .venv/bin/pip install scikit-learn). The last line is `patch_covariance_vs_sklearn=<ratio>`,
-the ratio of patches per second.
+the ratio of patches per second at the median times.
 """
 import argparse
 import sys
@@ -17,6 +19,8 @@ import time
 import numpy as np
 
 from tfrandlabels.analysis import alignment
+
+import rounds
 
 try:
   from sklearn.feature_extraction.image import extract_patches_2d
@@ -33,8 +37,8 @@ def parse_args():
   parser.add_argument("--peer_images", type=int, default=2_000,
                       help="images for the peer, the first of the same set, to bound its "
                            "memory")
-  parser.add_argument("--repeats", type=int, default=3,
-                      help="timed runs of each method; the fastest counts")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="timed rounds, one run of each method per round; medians count")
   return parser.parse_args()
 
 
@@ -43,16 +47,6 @@ def sklearn_patch_covariance(images):
   patches = [extract_patches_2d(image, (PATCH_SIZE, PATCH_SIZE)) for image in images]
   patches = np.concatenate(patches).reshape(-1, PATCH_SIZE * PATCH_SIZE * images.shape[-1])
   return np.cov(patches, rowvar=False)
-
-
-def fastest_of(repeats, run):
-  """Seconds of the fastest of `repeats` calls of `run`."""
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    seconds.append(time.perf_counter() - start)
-  return min(seconds)
 
 
 def num_patches(images):
@@ -76,22 +70,20 @@ def main():
   alignment.patch_covariance(images, PATCH_SIZE)
   print(f"patch_covariance first call (includes tracing): "
         f"{time.perf_counter() - start:.2f} s")
-  seconds = fastest_of(args.repeats, lambda: alignment.patch_covariance(images, PATCH_SIZE))
-  ours_rate = num_patches(images) / seconds
-  print(f"patch_covariance: {num_patches(images)} patches of {args.num_images} images in "
-        f"{seconds:.3f} s (fastest of {args.repeats}): {ours_rate:.3g} patches/s")
-
   peer_cov = sklearn_patch_covariance(peer_images)
-  seconds = fastest_of(args.repeats, lambda: sklearn_patch_covariance(peer_images))
-  peer_rate = num_patches(peer_images) / seconds
-  print(f"sklearn extract_patches_2d loop + np.cov (peer, on the first {args.peer_images} "
-        f"images to bound its memory): {num_patches(peer_images)} patches in {seconds:.3f} s "
-        f"(fastest of {args.repeats}): {peer_rate:.3g} patches/s")
   _, ours_on_peer_images = alignment.patch_covariance(peer_images, PATCH_SIZE)
-  print(f"max |covariance difference| on those {args.peer_images} images: "
+  print(f"max |covariance difference| on the first {args.peer_images} images: "
         f"{np.max(np.abs(ours_on_peer_images - peer_cov)):.3g} "
         f"(max |covariance| {np.max(np.abs(peer_cov)):.3g})")
-  print(f"patch_covariance_vs_sklearn={ours_rate / peer_rate:.1f}")
+
+  patches = {"patch_covariance": num_patches(images), "sklearn": num_patches(peer_images)}
+  seconds = rounds.alternate({
+      "patch_covariance": rounds.timed(lambda: alignment.patch_covariance(images, PATCH_SIZE)),
+      "sklearn": rounds.timed(lambda: sklearn_patch_covariance(peer_images))}, args.rounds)
+  rates = {name: patches[name] / median for name, median in rounds.medians(seconds).items()}
+  rounds.report(seconds, digits=3, suffix=lambda name: (
+      f", {patches[name]} patches: {rates[name]:.3g} patches/s"))
+  print(f"patch_covariance_vs_sklearn={rates['patch_covariance'] / rates['sklearn']:.1f}")
 
 
 if __name__ == "__main__":

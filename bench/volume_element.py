@@ -17,10 +17,11 @@ element from the singular values of J / sqrt(n).
              same weights (only if torch is installed; it is not a dependency:
              `pip install torch` for a CPU build).
 
-Each contender turns its Jacobians into log volumes with the same `geometry.log10_volume`
-(the pytorch one with `torch.linalg.svdvals`, as the reference does). Contenders alternate
-within each of --rounds rounds after one untimed warm-up (tracing), so a load change on
-the machine hits all of them; the medians are compared.
+Each contender, pytorch included, turns its Jacobians into log volumes with the same
+`geometry.log10_volume` (zero singular values left out, not summed as -inf). After one untimed
+warm-up (tracing) each, the contenders alternate over --rounds rounds, the order reversed
+every other round (`rounds.alternate`), so a load change on the machine hits all of
+them; the medians are compared.
 
 Run: .venv/bin/python bench/volume_element.py   The last line is
 `volume_vs_reference=<ratio>`, the reference's median time over the batched one's.
@@ -28,7 +29,6 @@ Run: .venv/bin/python bench/volume_element.py   The last line is
 import argparse
 import math
 import os
-import statistics
 import time
 
 import numpy as np
@@ -37,6 +37,8 @@ import tensorflow as tf
 from tfrandlabels import models
 from tfrandlabels.analyses import volume_element
 from tfrandlabels.analysis import geometry
+
+import rounds
 
 SHAPE = (32, 32, 3)
 REFERENCE_BATCH = 5  # Images per Jacobian batch in the reference code.
@@ -94,8 +96,7 @@ def pytorch_contender(model):
       batch = x[start:start + REFERENCE_BATCH]
       jacobian = torch.autograd.functional.jacobian(lambda z: features(z).sum(0), batch)
       jacobian = jacobian.permute(1, 0, 2, 3, 4).reshape(len(batch), jacobian.shape[0], -1)
-      singular_values = torch.linalg.svdvals(jacobian.double() / math.sqrt(jacobian.shape[1]))
-      logs.append(torch.log10(singular_values).sum(-1).numpy())
+      logs.append(geometry.log10_volume(jacobian.numpy())[0])
     return np.concatenate(logs)
 
   return run
@@ -131,17 +132,10 @@ def main():
     difference = np.max(np.abs(values[name] - values["reference"]))
     print(f"{name}: max |log10 volume - reference| = {difference:.2g} "
           f"(log10 volumes {values[name].min():.2f} to {values[name].max():.2f})")
-  seconds = {name: [] for name in contenders}
-  for _ in range(args.rounds):
-    for name, run in contenders.items():
-      start = time.perf_counter()
-      run()
-      seconds[name].append(time.perf_counter() - start)
-  medians = {name: statistics.median(times) for name, times in seconds.items()}
-  for name, times in seconds.items():
-    print(f"{name}: median {medians[name]:.2f} s over {args.rounds} rounds (min "
-          f"{min(times):.2f}, max {max(times):.2f}), {len(points) / medians[name]:.1f} "
-          f"points/s")
+  seconds = rounds.alternate({name: rounds.timed(run) for name, run in contenders.items()},
+                             args.rounds)
+  medians = rounds.medians(seconds)
+  rounds.report(seconds, suffix=lambda name: f", {len(points) / medians[name]:.1f} points/s")
   if "pytorch" in medians:
     print(f"volume_vs_pytorch={medians['pytorch'] / medians['batched']:.2f}")
   print(f"volume_vs_reference={medians['reference'] / medians['batched']:.2f}")
