@@ -102,9 +102,9 @@ def _prepare(builder, name):
   except _FETCH_ERRORS as e:
     raise ValueError(
         f"name={name!r} could not be downloaded ({errors.first_line(e)}); prepare it on a "
-        "machine with "
-        f"a network (tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()), "
-        "copy DIR here and pass --data_dir=DIR, or use --dataset=embedded") from None
+        f"machine with a network (tfds.builder({builder.name!r}, data_dir=DIR)"
+        ".download_and_prepare()), copy DIR here and pass --data_dir=DIR, or use "
+        "--dataset=embedded") from None
 
 
 def _split_sizes(builder):

@@ -59,8 +59,7 @@ def start(main, argv):
       fail(e, DIVERGED)
     except tf.errors.UnavailableError as e:
       fail(f"lost contact with another worker or a remote service ({errors.first_line(e)}); "
-           "when all "
-           "are back, start the same command on every worker: it resumes from the last "
-           "checkpoint", PEER_LOST)
+           "when all are back, start the same command on every worker: it resumes from "
+           "the last checkpoint", PEER_LOST)
 
   app.run(guarded, argv=argv, flags_parser=parse_flags)

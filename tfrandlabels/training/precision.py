@@ -69,5 +69,5 @@ def resolve(precision, strategy):
   """`precision` itself, or for `auto` what this machine runs fastest, and why."""
   if precision != AUTO:
     return precision, "asked for"
-  on_tpu = isinstance(strategy, (tf.distribute.TPUStrategy,))
+  on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
   return choose(on_tpu, [] if on_tpu else _gpu_capabilities(), _host_cpu_flags())
