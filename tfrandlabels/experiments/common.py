@@ -40,6 +40,8 @@ flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_bool("nesterov", False, "SGD with Nesterov momentum. Read by the experiments "
                   "that list it (frequency_shortcuts), so other workdirs stay valid.")
 flags.DEFINE_enum("schedule", "constant", SCHEDULES, "Learning-rate schedule.")
+flags.DEFINE_integer("warmup_steps", 0, "Steps of linear learning-rate warm-up in front of "
+                     "--schedule (0: none).")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
 flags.DEFINE_enum("precision", precision.AUTO, (precision.AUTO,) + trainer.PRECISIONS,
                   "auto (mixed_bfloat16 on TPU and on CPUs with bfloat16 matrix units, "
@@ -54,7 +56,7 @@ DATA_FLAGS = ("dataset", "data_dir", "image_size", "normalize", "augment", "trai
               "eval_filter", "input_corruption", "input_corruption_seed")
 MODEL_FLAGS = ("model", "init_scale")
 TRAIN_FLAGS = ("batch_size", "optimizer", "learning_rate", "momentum", "schedule",
-               "weight_decay", "precision", "steps_per_loop", "log_every", "checkpoint_every",
+               "warmup_steps", "weight_decay", "precision", "steps_per_loop", "log_every", "checkpoint_every",
                "eval_every")
 
 flag_lib.check("image_size", lambda v: v is None or v >= 8, "must be >= 8")
@@ -63,7 +65,7 @@ flag_lib.check("learning_rate", lambda v: v > 0, "must be > 0")
 flag_lib.check("momentum", lambda v: 0 <= v < 1, "must be in [0, 1)")
 flag_lib.check("weight_decay", lambda v: v >= 0, "must be >= 0")
 flag_lib.check_at_least(("batch_size", "steps_per_loop", "log_every", "checkpoint_every"), 1)
-flag_lib.check_at_least(("eval_every",), 0)
+flag_lib.check_at_least(("eval_every", "warmup_steps"), 0)
 for _name in ("train_filter", "eval_filter"):
   flag_lib.check_parses(_name, ops.parse_filter, f"must be {ops.FILTER_FORMS}", optional=True)
 flag_lib.check_parses("input_corruption", ops.parse_corruption,
@@ -157,6 +159,7 @@ def train_config(cfg, steps, seed):
   return trainer.TrainConfig(
       steps=steps, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
       learning_rate=cfg.learning_rate, momentum=cfg.momentum, schedule=cfg.schedule,
+      warmup_steps=cfg.warmup_steps,
       weight_decay=cfg.weight_decay, precision=cfg.precision, deterministic=cfg.deterministic,
       seed=seed, steps_per_loop=cfg.steps_per_loop, log_every=cfg.log_every,
       checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every)

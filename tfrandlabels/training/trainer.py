@@ -51,6 +51,7 @@ class TrainConfig:
   nesterov: bool = False  # SGD only.
   schedule: str = "constant"
   schedule_boundaries: tuple = (0.5, 0.75)
+  warmup_steps: int = 0
   weight_decay: float = 0.0
   precision: str = "float32"
   deterministic: bool = False
@@ -83,7 +84,8 @@ def set_up_determinism(config):
 def _make_optimizer(config, loss_scale=False):
   """The optimizer and learning-rate schedule `config` names."""
   schedule = optim.make_schedule(config.schedule, config.learning_rate, config.steps,
-                                 config.schedule_boundaries)
+                                 config.schedule_boundaries,
+                                 warmup_steps=config.warmup_steps)
   return optim.make_optimizer(config.optimizer, schedule, config.momentum,
                               config.weight_decay, loss_scale=loss_scale,
                               nesterov=config.nesterov)
@@ -170,7 +172,7 @@ def _build_state(model_fn, config, strategy, model_dir):
   manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, model_dir),
                                        config.keep_checkpoints)
   _restore(checkpoint, model_dir)
-  if config.schedule == "constant":
+  if config.schedule == "constant" and not config.warmup_steps:
     # A restored constant rate is replaced by the configured one: the config rules.
     optim.inner(optimizer).learning_rate = config.learning_rate
   return _State(model, optimizer, step, checkpoint, manager)
