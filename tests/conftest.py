@@ -6,6 +6,13 @@ import tempfile
 import pytest
 import tensorflow_datasets as tfds
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Flags of a tiny transfer run on `embedded` (seconds per stage), for end-to-end tests.
+TINY = ["--upstream_split=train[:128]", "--downstream_split=train[128:256]",
+        "--test_split=test[:64]", "--pretrain_steps=4", "--finetune_steps=4",
+        "--batch_size=32", "--seeds=0,1", "--log_every=2", "--steps_per_loop=2",
+        "--checkpoint_every=2", "--attribution_images=2", "--attribution_samples=2",
+        "--target_accuracy=0.2"]
 # Shared by every test process (pytest and each Bazel test target): preparing
 # `embedded` takes ~10 s, so it is done once, under a lock, and reused.
 EMBEDDED_DATA_DIR = os.environ.get(
@@ -47,3 +54,19 @@ def write_tfds_metadata(name, data_dir, split_sizes):
       for split, size in split_sizes.items()]))
   os.makedirs(builder.data_dir, exist_ok=True)
   builder.info.write_to_directory(builder.data_dir)
+
+
+def parse_flagfile(flagfile, *extra):
+  """Parses a flagfile of the repository and `extra` flags with the package's flags and
+  validators, in process.
+
+  Returns:
+    (the experiment, its settings namespace), as `pipelines/run.py` would run them.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from tfrandlabels import experiments  # pylint: disable=import-outside-toplevel
+  from tfrandlabels.pipeline import run_main  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, flagfile)}", *extra])
+  experiment = experiments.get(flags.FLAGS.experiment)
+  return experiment, run_main.settings(experiment)

@@ -1,10 +1,18 @@
-"""Tests for tfrandlabels.analysis.alignment against independent numpy computations."""
+"""Tests for tfrandlabels.analysis.alignment against independent numpy computations, and
+for the subspace overlap's k as the alignment analysis and the transfer experiment check,
+record and report it."""
+from absl import flags
 import keras
 import numpy as np
 import pytest
+import scipy.linalg
 import tensorflow as tf
 
+from conftest import parse_flagfile
+from tfrandlabels.analyses import alignment as alignment_analysis
 from tfrandlabels.analysis import alignment
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.pipeline import report
 
 
 def random_spd(rng, dim):
@@ -133,6 +141,70 @@ def test_random_basis_misalignment_is_zero_for_isotropic_filters():
   # Every unit vector is an eigenvector of a multiple of the identity.
   assert alignment.random_basis_misalignment(2.5 * np.eye(6), seed=1) == pytest.approx(
       0, abs=1e-9)
+
+
+def with_eigenbasis(basis, eigenvalues):
+  """The symmetric matrix with these orthonormal eigenvectors (columns) and eigenvalues."""
+  return basis @ np.diag(eigenvalues) @ basis.T
+
+
+@pytest.mark.parametrize("seed, k", [(0, 1), (1, 3), (2, 8)])
+def test_subspace_overlap_matches_scipy_principal_angles(seed, k):
+  rng = np.random.default_rng(seed)
+  sigma_x, sigma_w = random_spd(rng, 8), random_spd(rng, 8)
+  # eigh sorts eigenvalues ascending: the top k eigenvectors are the last k columns.
+  top = lambda sigma: np.linalg.eigh(sigma)[1][:, -k:]
+  angles = scipy.linalg.subspace_angles(top(sigma_x), top(sigma_w))
+  overlap = alignment.subspace_overlap(sigma_x, sigma_w, k)
+  np.testing.assert_allclose(overlap, np.mean(np.cos(angles) ** 2), rtol=1e-9, atol=1e-12)
+  assert 0 <= overlap <= 1 + 1e-12
+  if k == 8:  # The whole space: every subspace is the same.
+    assert overlap == pytest.approx(1)
+
+
+def test_subspace_overlap_is_one_for_a_shared_top_subspace_and_zero_for_orthogonal():
+  rng = np.random.default_rng(13)
+  basis, k = random_rotation(rng, 7), 3
+  sigma_x = with_eigenbasis(basis, np.linspace(10, 1, 7))
+  assert alignment.subspace_overlap(sigma_x, sigma_x, k) == pytest.approx(1, abs=1e-12)
+  # Other eigenvalues, reordered within the top 3 and within the rest: same top subspace.
+  shared = with_eigenbasis(basis, [50, 90, 70, 2, 0.5, 3, 1])
+  assert alignment.subspace_overlap(sigma_x, shared, k) == pytest.approx(1, abs=1e-12)
+  assert alignment.misalignment(sigma_x, shared) == pytest.approx(0, abs=1e-9)
+  # The same eigenvectors, the order of the eigenvalues reversed: the top 3 of one are
+  # among the bottom 4 of the other.
+  reversed_order = with_eigenbasis(basis, np.linspace(1, 10, 7))
+  assert alignment.subspace_overlap(sigma_x, reversed_order, k) == pytest.approx(
+      0, abs=1e-12)
+
+
+@pytest.mark.parametrize("dim, k", [(8, 1), (8, 3), (12, 6)])
+def test_random_subspaces_overlap_k_over_d_on_average(dim, k):
+  rng = np.random.default_rng(dim + k)
+  sigma_x = random_spd(rng, dim)
+  # Sigma_w with a uniformly random top-k subspace: the first k columns of Q in the QR of
+  # a Gaussian matrix span the same space as its first k columns, whose law is
+  # invariant under rotations.
+  overlaps = [alignment.subspace_overlap(
+      sigma_x, with_eigenbasis(random_rotation(rng, dim)[:, :k], np.arange(k, 0, -1)), k)
+              for _ in range(2000)]
+  expected = alignment.random_subspace_overlap(dim, k)
+  assert expected == k / dim
+  standard_error = np.std(overlaps) / np.sqrt(len(overlaps))
+  assert abs(np.mean(overlaps) - expected) < 4 * standard_error
+
+
+def test_subspace_overlap_rejects_bad_k():
+  sigma = random_spd(np.random.default_rng(14), 6)
+  for k in (0, 7, -1, 2.0):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 6\]"):
+      alignment.subspace_overlap(sigma, sigma, k)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 6\]"):
+      alignment.random_subspace_overlap(6, k)
+  with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+    alignment.random_subspace_overlap(0, 1)
+  with pytest.raises(ValueError, match="sigma_x and sigma_w must have the same shape"):
+    alignment.subspace_overlap(sigma, np.eye(5), 2)
 
 
 def test_transfer_function_matches_numpy():
@@ -289,3 +361,36 @@ def test_patch_covariance_checks_patch_count_when_image_size_is_unknown(small_im
   expected = alignment.patch_covariance(small_images, 3)
   for result, wanted in zip(alignment.patch_covariance(mixed_sizes, 3), expected):
     np.testing.assert_allclose(result, wanted, rtol=1e-6, atol=1e-9)
+
+
+def test_alignment_analysis_checks_k_and_reports_the_overlap_against_k_over_d():
+  with pytest.raises(ConfigError, match=r"^--alignment_subspace_k=28 must be in \[1, 27\]"):
+    alignment_analysis.check_subspace_k(28, 27)
+  alignment_analysis.check_subspace_k(27, 27)
+  metrics = {"layer": "conv", "dim": 27, "misalignment": 1.5,
+             "misalignment_random_basis": 3.0, "subspace_k": 5, "subspace_overlap": 0.62,
+             "subspace_overlap_random": 5 / 27}
+  section = alignment_analysis.section(
+      {"data": {"dataset": "embedded", "split": "test"},
+       "models": {"scratch": {"metrics": metrics},
+                  "wide": {"metrics": {"layer": "dense", "dim": 3072, "skipped": "too big"}}}},
+      figures={})
+  assert "top-5 subspace overlap 0.62 against 0.19 = 5/27 for a random subspace" in (
+      section.summary[0])
+  table = next(block for block in section.blocks if isinstance(block, report.Table))
+  assert table.rows[0][-2:] == ["0.620", "0.185"]
+  assert table.rows[1][-1] == "too big"
+
+
+def test_transfer_experiment_checks_k_and_retrains_when_it_changes(embedded_dir):
+  experiment, cfg = parse_flagfile("quick.cfg", f"--data_dir={embedded_dir}",
+                                   "--alignment_subspace_k=28")
+  # simple_cnn's first layer: 3x3 filters over 3 channels.
+  with pytest.raises(ConfigError, match=r"^--alignment_subspace_k=28 must be in \[1, 27\]"):
+    experiment.check(cfg)
+  reads = {stage.name: stage.reads for stage in experiment.stages(cfg)}
+  assert "alignment_subspace_k" in reads["pretrain"]
+  assert "alignment_subspace_k" in reads["finetune"]
+  with pytest.raises(flags.IllegalFlagValueError,
+                     match="--alignment_subspace_k=0 must be >= 1"):
+    parse_flagfile("quick.cfg", "--alignment_subspace_k=0")

@@ -16,6 +16,9 @@ import requests
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from conftest import REPO
+from conftest import TINY
+from conftest import parse_flagfile
 from conftest import write_tfds_metadata
 from tfrandlabels import data
 from tfrandlabels import experiments
@@ -24,14 +27,8 @@ from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline import run_main
 from tfrandlabels.pipeline import runner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(REPO, "pipelines", "run.py")
 ANALYZE = os.path.join(REPO, "pipelines", "analyze.py")
-TINY = ["--upstream_split=train[:128]", "--downstream_split=train[128:256]",
-        "--test_split=test[:64]", "--pretrain_steps=4", "--finetune_steps=4",
-        "--batch_size=32", "--seeds=0,1", "--log_every=2", "--steps_per_loop=2",
-        "--checkpoint_every=2", "--attribution_images=2", "--attribution_samples=2",
-        "--target_accuracy=0.2"]
 VARIANT_KEYS = {"variant", "transfer_layers", "seeds", "curve", "steps_to_target",
                 "speedup_over_scratch", "final_test_accuracy"}
 
@@ -300,31 +297,44 @@ def test_analyze_refuses_bad_input_in_one_line(embedded_dir, tmp_path, args, mes
   assert "Traceback" not in output and not (tmp_path / "out").exists()
 
 
-def _parse(flagfile, *extra):
-  """Parses a flagfile with the package's flags and validators, in process."""
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["run.py", f"--flagfile={os.path.join(REPO, flagfile)}", *extra])
-  experiment = experiments.get(flags.FLAGS.experiment)
-  return experiment, run_main.settings(experiment)
-
-
 @pytest.mark.parametrize("flagfile, name", [("quick.cfg", "transfer"), ("cifar.cfg", "transfer"),
+                                            ("geometry_cifar.cfg", "transfer"),
                                             ("imagenet.cfg", "transfer"),
                                             ("gaussian.cfg", "gaussian")])
 def test_configs_parse(flagfile, name):
-  experiment, cfg = _parse(flagfile)
+  experiment, cfg = parse_flagfile(flagfile)
   assert experiment.name == name and cfg.batch_size > 0
 
 
-def test_cifar_config_runs_two_steps_per_stage_on_mock_data(tmp_path):
-  data_dir = str(tmp_path / "data")
+def test_geometry_cifar_trains_as_cifar_cfg():
+  """So its header's promise holds: on cifar.cfg's workdir it trains nothing."""
+  cifar = vars(parse_flagfile("cifar.cfg")[1])
+  geometry = vars(parse_flagfile("geometry_cifar.cfg")[1])
+  assert {n for n in cifar if cifar[n] != geometry[n]} == {"workdir", "analyses",
+                                                            "volume_resolution"}
+
+
+ANALYSES_OF_TRANSFER = {"alignment": {"random_labels", "scratch"},
+                        "attribution": {"scratch", "pretrained_k1"}}
+
+
+@pytest.mark.parametrize("flagfile, extra, analyses", [
+    ("cifar.cfg", [], ANALYSES_OF_TRANSFER),
+    ("geometry_cifar.cfg", ["--volume_resolution=4"],
+     {**ANALYSES_OF_TRANSFER, "volume_element": {"random_labels", "scratch", "pretrained_k1"}}),
+], ids=["cifar", "geometry_cifar"])
+def test_cifar_configs_run_two_steps_per_stage_on_mock_data(flagfile, extra, analyses,
+                                                            tmp_path):
+  data_dir, workdir = str(tmp_path / "data"), f"ram://{tmp_path}/work"
   write_tfds_metadata("cifar10", data_dir, {"train": 50000, "test": 10000})
-  experiment, cfg = _parse(
-      "cifar.cfg", f"--workdir=ram://{tmp_path}/work", f"--data_dir={data_dir}",
+  experiment, cfg = parse_flagfile(
+      flagfile, f"--workdir={workdir}", f"--data_dir={data_dir}",
       "--pretrain_steps=2", "--finetune_steps=2", "--seeds=0", "--batch_size=16",
-      "--attribution_images=2", "--attribution_samples=2")
+      "--attribution_images=2", "--attribution_samples=2", *extra)
   with tfds.testing.mock_data(num_examples=64, data_dir=data_dir):
     report = runner.run(experiment, cfg)
-  payload = results.read(f"ram://{tmp_path}/work", "transfer")["payload"]
+  payload = results.read(workdir, "transfer")["payload"]
   assert all(v["curve"]["step"] == [2] for v in payload["variants"].values())
   assert tf.io.gfile.exists(report)
+  for name, models in analyses.items():
+    assert set(results.read(workdir, name)["payload"]["models"]) == models, name

@@ -231,11 +231,25 @@ def test_named_hooks_record_side_by_side(tmp_path):
     assert len(r["alignment/transfer_function"]) == 16
     assert np.isfinite(r["alignment/misalignment"])
     assert np.isfinite(r["alignment/misalignment_random_basis"])
+    assert 0 <= r["alignment/subspace_overlap"] <= 1 + 1e-12
+    assert r["alignment/subspace_overlap_random"] == alignment.SUBSPACE_K / 16
     assert not {"step_seen", "misalignment", "transfer_function"} & r.keys()
   assert record == history[-1]
   tags = _scalar_tags(tmp_path / "tensorboard")
-  assert {"probe/step_seen", "alignment/misalignment", "loss"} <= tags
+  assert {"probe/step_seen", "alignment/misalignment", "alignment/subspace_overlap",
+          "loss"} <= tags
   assert "alignment/transfer_function" not in tags  # A list is no scalar.
+
+
+def test_alignment_hook_records_the_subspace_overlap_of_its_k():
+  model = models.build_model("mlp", 2, (4, 4, 1), widths=(8,), seed=0)
+  sigma_x = np.diag(np.linspace(2.0, 0.1, 16))
+  record = hooks_lib.AlignmentHook(sigma_x, subspace_k=3)(0, model)
+  sigma_w = alignment.filter_covariance(models.weight_layers(model)[0].kernel.numpy())
+  assert record["subspace_overlap"] == alignment.subspace_overlap(sigma_x, sigma_w, 3)
+  assert record["subspace_overlap_random"] == 3 / 16
+  with pytest.raises(ValueError, match=r"k must be in \[1, 16\], got 17"):
+    hooks_lib.AlignmentHook(sigma_x, subspace_k=17)
 
 
 def test_hooks_of_one_name_are_refused(tmp_path):

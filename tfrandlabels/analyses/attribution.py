@@ -47,4 +47,5 @@ def section(payload, figures):
 
 ANALYSIS = registry.register(registry.Analysis(
     name="attribution", title="Attribution maps",
-    flags=("attribution_images", "attribution_samples"), run=run, section=section))
+    flags=("attribution_images", "attribution_samples"), run=run, section=section,
+    needs_labels=True))

@@ -116,4 +116,4 @@ def section(payload, figures):
 
 ANALYSIS = registry.register(registry.Analysis(
     name="class_spectra", title="Class-wise spectra (ADCS)", flags=(), run=run,
-    section=section))
+    section=section, needs_labels=False))

@@ -206,14 +206,14 @@ def run(model, data, settings):
       plots={"dfm": (caption, report.figure_png(frequency_plots.class_maps(rows)))})
 
 
-def _planted_summary(metrics, found):
+def _planted_summary(label, metrics, found):
   """One sentence on how well the DFMs of a planted set recover the planted bands."""
   inside = np.mean([e["in_band_fraction"] for e in found])
   recall = np.mean([e["band_recall"] for e in found])
   ceiling = np.mean([min(1.0, e["band_size"] / e["size"]) for e in found])
   total = np.prod(metrics["size"])
   chance = np.mean([e["band_size"] for e in found]) / total
-  return (f"{metrics['dataset']}: on average {inside:.0%} of a class's DFM lies in its "
+  return (f"{label}: on average {inside:.0%} of a class's DFM lies in its "
           f"planted band (at most {ceiling:.0%}: bands of "
           f"{np.mean([e['band_size'] for e in found]):.0f} frequencies, DFMs of "
           f"{np.mean([e['size'] for e in found]):.0f}; a random map: {chance:.0%}), and the "
@@ -221,18 +221,20 @@ def _planted_summary(metrics, found):
 
 
 def section(payload, figures):
-  blocks, summary = [], []
+  blocks, summary, radii = [], [], {}
   for name, entry in payload["models"].items():
     metrics = entry["metrics"]
+    label = registry.model_label(name, metrics["dataset"])
     found = [e for e in metrics["classes"] if e is not None]
+    radii[name] = np.mean([e["mean_radius"] for e in found])
     planted = "in_band_fraction" in found[0]
     header = ["class", "images", "DFM frequencies", "mostly", "mean radius"]
     if planted:
       header += ["in planted band", "band recovered"]
-      summary.append(_planted_summary(metrics, found))
+      summary.append(_planted_summary(label, metrics, found))
     else:
       counts = collections.Counter(e["radial_band"] for e in found)
-      summary.append(f"{metrics['dataset']}: the DFMs are mostly " + ", ".join(
+      summary.append(f"{label}: the DFMs are mostly " + ", ".join(
           f"{band} frequencies for {counts[band]} classes" for band in class_spectra.RADIAL_BANDS
           if counts[band]) + ".")
     rows = [[e["class"], e["images"], e["size"], e["radial_band"], f"{e['mean_radius']:.1f}"]
@@ -243,9 +245,12 @@ def section(payload, figures):
                "holding most of the DFM.",
                report.Table(header=header, rows=rows, numeric=tuple(range(1, len(header))))]
     blocks += list(figures[name])
+  summary.append("Mean radius of the DFM frequencies, averaged over the classes (cycles per "
+                 "image; larger: the model relies on higher frequencies): " + ", ".join(
+                     f"{model} {radius:.1f}" for model, radius in radii.items()) + ".")
   return report.Section(title="Dominant frequency maps", summary=summary, blocks=blocks)
 
 
 ANALYSIS = registry.register(registry.Analysis(
     name="dominant_frequencies", title="Dominant frequency maps", flags=FLAGS, run=run,
-    section=section))
+    section=section, needs_labels=True))

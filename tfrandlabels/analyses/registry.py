@@ -102,18 +102,29 @@ class Analysis:
     run: fn(model, data: AnalysisData, settings namespace) -> Output.
     section: fn(payload: results.AnalysisPayload, plots: {model: [report.Plot]})
       -> report.Section.
+    needs_labels: whether its results read the model's outputs as the data's classes
+      (losses, rates or maps against the true labels). Such an analysis means nothing on
+      a model whose head was trained on other classes (the transfer experiment's
+      random-label network), so experiments leave those models out.
   """
   name: str
   title: str
   flags: Tuple[str, ...]
   run: Callable
   section: Callable
+  needs_labels: bool
 
 
 ANALYSES = Registry("analysis", "analyses")
 register = ANALYSES.register
 available = ANALYSES.available
 get = ANALYSES.get
+
+
+def model_label(name: str, dataset: str) -> str:
+  """How a report names model `name` analysed on `dataset`: the name, with the data set
+  where the name does not already say it."""
+  return name if name == dataset else f"{name} ({dataset})"
 
 
 def plot_path(analysis: str, model: str, plot: str) -> str:

@@ -184,17 +184,19 @@ def sentence(c, band, rates_, min_tpr, max_fpr):
 
 
 def section(payload, figures):
-  blocks, summary = [], []
+  blocks, summary, counts = [], [], {}
   for name, entry in payload["models"].items():
     metrics = entry["metrics"]
+    label = registry.model_label(name, metrics["dataset"])
     results = metrics["sources"]
     inside = results[IN_DISTRIBUTION]
     classes = [c for c, band in enumerate(metrics["radial_band"]) if band is not None]
     sentences = [sentence(c, metrics["radial_band"][c], inside, metrics["min_tpr"],
                           metrics["max_fpr"]) for c in classes]
     flagged = [s for c, s in zip(classes, sentences) if inside["shortcut"][c]]
-    summary += [f"{metrics['dataset']}: {s}" for s in flagged] or [
-        f"{metrics['dataset']}: no class's DFM alone passes the shortcut bar (TPR >= "
+    counts[name] = f"{len(flagged)} of {len(classes)}"
+    summary += [f"{label}: {s}" for s in flagged] or [
+        f"{label}: no class's DFM alone passes the shortcut bar (TPR >= "
         f"{metrics['min_tpr']:.0%} at FPR <= {metrics['max_fpr']:.0%}); median TPR "
         f"{np.median([inside['tpr'][c] for c in classes]):.0%}, median FPR "
         f"{np.median([inside['fpr'][c] for c in classes]):.0%}."]
@@ -215,6 +217,8 @@ def section(payload, figures):
     blocks += sentences + [report.Table(header=header, rows=rows,
                                         numeric=tuple(range(2, len(header))))]
     blocks += list(figures[name])
+  summary.append("Classes with a frequency shortcut in distribution: " + ", ".join(
+      f"{model} {count}" for model, count in counts.items()) + ".")
   return report.Section(title="Frequency shortcut test", summary=summary, blocks=blocks)
 
 
@@ -223,4 +227,4 @@ ANALYSIS = registry.register(registry.Analysis(
     flags=("shortcut_test_min_tpr", "shortcut_test_max_fpr", "shortcut_test_shifts",
            "shortcut_test_ood_datasets", "shortcut_test_ood_split", "shortcut_test_seed",
            *dominant_frequencies.FLAGS, "data_dir"),
-    run=run, section=section))
+    run=run, section=section, needs_labels=True))

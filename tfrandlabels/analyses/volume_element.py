@@ -284,7 +284,7 @@ def formatted(value, pattern):
 
 
 def section(payload, figures):
-  rows, summary_sentences = [], []
+  rows, measures = [], []
   for name, entry in payload["models"].items():
     metrics = entry["metrics"]
     for region in metrics["regions"]:
@@ -294,12 +294,8 @@ def section(payload, figures):
                    f"{region['log10_volume']['median']:.2f}",
                    region["zero_singular_value_points"]])
     overall = metrics["regions"][-1]
-    summary_sentences.append(
-        f"{name}: over {overall['region']}, the rank correlation between the log volume "
-        f"element and the prediction entropy is {formatted(overall['rank_correlation'], '.2f')}"
-        f", and the volume element of the 10% most uncertain points is "
-        f"{formatted(overall['volume_ratio'], '.3g')} times that of the 50% most certain "
-        "(1 means no magnification near decision boundaries).")
+    measures.append(f"{name} {formatted(overall['rank_correlation'], '.2f')} and "
+                    f"{formatted(overall['volume_ratio'], '.3g')} ({overall['region']})")
   blocks = [
       "The volume element sqrt(det g) of the metric g = J^T J / n that the last hidden "
       "layer pulls back onto input space says how much the network stretches a small "
@@ -311,10 +307,14 @@ def section(payload, figures):
                            "values"], rows=rows, numeric=(3, 4, 5, 6))]
   for name, model_plots in figures.items():
     blocks += [f"Model {name}:"] + list(model_plots)
-  return report.Section(title="Input-space volume element", summary=summary_sentences,
+  summary_sentence = ("Rank correlation between the log volume element and the prediction "
+                      "entropy, and volume element of the 10% most uncertain points over "
+                      "that of the 50% most certain (1: no magnification near decision "
+                      "boundaries): " + "; ".join(measures) + ".")
+  return report.Section(title="Input-space volume element", summary=[summary_sentence],
                         blocks=blocks)
 
 
 ANALYSIS = registry.register(registry.Analysis(
     name="volume_element", title="Input-space volume element", flags=FLAGS, run=run,
-    section=section))
+    section=section, needs_labels=False))

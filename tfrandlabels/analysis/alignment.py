@@ -10,6 +10,8 @@ This module measures that:
 * `filter_covariance`: Sigma_w of a Keras `Conv2D` or `Dense` kernel.
 * `misalignment`: the paper's score, zero exactly when Sigma_x and Sigma_w share
   eigenvectors; `random_basis_misalignment` is the same score in random bases, a baseline.
+* `subspace_overlap`: how much the top-k principal subspaces of Sigma_w and Sigma_x
+  share, 1 when they coincide; `random_subspace_overlap` (k/d) is its baseline.
 * `transfer_function`: how strongly the filters respond along each principal direction
   of the data, as a function of that direction's standard deviation.
 * `top_eigenfilters`: the leading eigenvectors reshaped to filters, for display.
@@ -33,6 +35,11 @@ import tensorflow as tf
 _SYMMETRY_RTOL = 1e-5
 
 IntOrPair = Union[int, Sequence[int]]
+
+# The default k of the subspace overlap: Maennel et al.'s eigenfilter figures compare the
+# top few principal directions of the data and of the filters, those that carry most of
+# the data's variance.
+SUBSPACE_K = 5
 
 
 def _covariance_matrix(value, name: str) -> np.ndarray:
@@ -161,6 +168,63 @@ def random_basis_misalignment(sigma_w, seed: int, num_bases: int = 10,
   return float(np.mean(scores))
 
 
+def _check_k(k, dim: int) -> None:
+  """Raises unless k is an integer in [1, dim]: how many leading eigenvectors to take."""
+  if not (isinstance(k, (int, np.integer)) and 1 <= k <= dim):
+    raise ValueError(f"k must be in [1, {dim}], got {k!r}.")
+
+
+def subspace_overlap(sigma_x, sigma_w, k: int) -> float:
+  """How much the top-k principal subspaces of the filters and of the data share.
+
+  The misalignment M compares whole eigenbases and grows with every direction the filters
+  mix up, however small its variance; the paper's eigenfilter figures look at the leading
+  few. This asks the same of the k directions of largest variance: with U_x and U_w the
+  [d, k] orthonormal top-k eigenvectors of Sigma_x and Sigma_w, it is
+
+    ||U_x' U_w||_F^2 / k = mean over the k principal angles theta_i of cos^2(theta_i),
+
+  1 when the two subspaces are the same (whatever the eigenvalues within them), 0 when
+  they are orthogonal, and k/d in expectation for a uniformly random subspace
+  (`random_subspace_overlap`). Where the k-th and (k+1)-th eigenvalues of a matrix tie,
+  its top-k subspace, and so the overlap, is not unique.
+
+  Args:
+    sigma_x: [d, d] covariance of the layer's inputs (`patch_covariance`).
+    sigma_w: [d, d] covariance of the layer's filters (`filter_covariance`).
+    k: the subspaces' dimension, an integer in [1, d].
+
+  Returns:
+    The overlap, a float in [0, 1].
+  """
+  sigma_x, sigma_w = _covariance_pair(sigma_x, sigma_w)
+  _check_k(k, sigma_x.shape[0])
+  top_x = _descending_eigh(sigma_x)[1][:, :k]
+  top_w = _descending_eigh(sigma_w)[1][:, :k]
+  return float(np.sum((top_x.T @ top_w) ** 2) / k)
+
+
+def random_subspace_overlap(dim: int, k: int) -> float:
+  """The baseline for `subspace_overlap`: its expectation for a random subspace, k / dim.
+
+  A closed form, not a sample: for a fixed k-dimensional subspace U and a uniformly
+  (Haar) random one V, each of the k orthonormal columns of V has E||U' v||^2 = k / dim
+  (by symmetry its squared coordinates in any orthonormal basis have mean 1 / dim), so
+  E ||U' V||_F^2 / k = k / dim.
+
+  Args:
+    dim: d, the dimension of the space, >= 1.
+    k: the subspaces' dimension, an integer in [1, d].
+
+  Returns:
+    k / dim.
+  """
+  if not (isinstance(dim, (int, np.integer)) and dim >= 1):
+    raise ValueError(f"dim must be an integer >= 1, got {dim!r}.")
+  _check_k(k, dim)
+  return k / dim
+
+
 def transfer_function(sigma_x, sigma_w) -> Tuple[np.ndarray, np.ndarray]:
   """How the filters respond along each principal direction of the data.
 
@@ -224,8 +288,7 @@ def top_eigenfilters(sigma, k: int, shape: Sequence[int]) -> np.ndarray:
   if int(np.prod(shape)) != dim:
     raise ValueError(f"shape must have prod(shape) == {dim} (the size of sigma), got "
                      f"{shape}.")
-  if not 1 <= k <= dim:
-    raise ValueError(f"k must be in [1, {dim}], got {k}.")
+  _check_k(k, dim)
   _, eigenvectors = _descending_eigh(sigma)
   top = eigenvectors[:, :k].T
   largest = top[np.arange(k), np.argmax(np.abs(top), axis=1)]

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfrandlabels import data
 from tfrandlabels import io
 from tfrandlabels import models
+from tfrandlabels.analysis import alignment
 from tfrandlabels.data import synthetic
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.experiments import common
@@ -141,6 +142,7 @@ def train(ctx):
         config=common.train_config(cfg, cfg.gaussian_steps, cfg.gaussian_seed),
         strategy=ctx.strategy, model_dir=folder,
         hooks=[hooks.AlignmentHook(np.diag(variances), seed=cfg.gaussian_seed,
+                                   subspace_k=min(alignment.SUBSPACE_K, setting["dim"]),
                                    name=transfer.TRACK)])
     if ctx.chief:
       artifacts.mark_done(folder, record)

@@ -4,7 +4,9 @@ disjoint split with real labels, and compare against controls for weight scale.
 
 Stages: pretrain -> finetune -> analyze (results/transfer.json) -> the analyses
 (default: alignment of the random-label network and scratch, attribution maps of
-scratch and the first transferred run) -> report. Workdir:
+scratch and the first transferred run; any other asked for with --analyses on those two
+side by side, and on the random-label network too unless it reads the outputs as the
+real classes, e.g. volume_element but not dominant_frequencies) -> report. Workdir:
 
   pretrain/                           random-label pretraining (checkpoints, history)
   finetune/<variant>[_k<k>]/seed<s>/  one downstream run per variant, depth and seed
@@ -16,6 +18,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from tfrandlabels import analyses
 from tfrandlabels import data
 from tfrandlabels import io
 from tfrandlabels import models
@@ -76,14 +79,16 @@ flag_lib.check("variants", lambda v: bool(v) and set(v) <= set(transfer.VARIANTS
 flag_lib.check_int_list("transfer_layers", 1)
 flag_lib.check_int_list("seeds", 0, distinct=True)
 
+# Training stages also read --alignment_subspace_k (a flag of the alignment analysis):
+# their alignment hooks record the subspace overlap with that k.
 PRETRAIN_FLAGS = (*common.DATA_FLAGS, *common.MODEL_FLAGS, *common.TRAIN_FLAGS,
                   "upstream_split", "test_split", "upstream_label_fraction",
                   "upstream_num_classes", "corruption_mode", "label_seed", "pretrain_steps",
-                  "pretrain_seed")
+                  "pretrain_seed", "alignment_subspace_k")
 FINETUNE_FLAGS = (*common.DATA_FLAGS, *common.MODEL_FLAGS, *common.TRAIN_FLAGS,
                   "upstream_split", "downstream_split", "test_split", "downstream_labels",
                   "label_seed", "upstream_num_classes", "finetune_steps", "variants",
-                  "transfer_layers", "seeds")
+                  "transfer_layers", "seeds", "alignment_subspace_k")
 ANALYZE_FLAGS = ("target_accuracy", "variants", "transfer_layers", "seeds")
 DATA_FOR_ANALYSES = (*common.DATA_FLAGS, "upstream_split", "test_split")
 
@@ -151,7 +156,8 @@ def _overlap(a, b):
 
 
 def check(cfg):
-  """Splits exist, are large enough and disjoint; every variant fits the model."""
+  """Splits exist, are large enough and disjoint; every variant fits the model; the
+  subspace overlap's k fits the first layer."""
   up = common.check_split(cfg, "upstream_split", cfg.upstream_split, cfg.batch_size)
   down = common.check_split(cfg, "downstream_split", cfg.downstream_split, cfg.batch_size)
   if _overlap(up, down):
@@ -160,6 +166,9 @@ def check(cfg):
                       "(e.g. train[:20000] and train[25000:])")
   common.check_split(cfg, "test_split", cfg.test_split)
   model = build(cfg, common.num_classes(cfg), 0)
+  kernel_shape = models.weight_layers(model)[0].kernel.shape
+  alignment_analysis.check_subspace_k(cfg.alignment_subspace_k,
+                                      int(np.prod(kernel_shape[:-1])))
   for variant in cfg.variants:
     for k in cfg.transfer_layers:
       try:
@@ -198,7 +207,8 @@ def first_layer_sigma_x(ctx, source, split):
 def alignment_hooks(ctx, source, split):
   sigma_x = first_layer_sigma_x(ctx, source, split)
   return [] if sigma_x is None else [
-      hooks.AlignmentHook(sigma_x, seed=ctx.cfg.label_seed, name=TRACK)]
+      hooks.AlignmentHook(sigma_x, seed=ctx.cfg.label_seed,
+                          subspace_k=ctx.cfg.alignment_subspace_k, name=TRACK)]
 
 
 # --- stages ---------------------------------------------------------------------------
@@ -281,7 +291,8 @@ def alignment_track(history, sigma_x):
   sigma = np.sqrt(np.clip(np.linalg.eigvalsh(sigma_x)[::-1], 0, None))
   return {"sigma": sigma.tolist(), "step": [r["step"] for r in tracked],
           **{key: [r[prefix + key] for r in tracked]
-             for key in ("misalignment", "misalignment_random_basis", "transfer_function")}}
+             for key in ("misalignment", "misalignment_random_basis", "subspace_overlap",
+                         "subspace_overlap_random", "transfer_function")}}
 
 
 def analyze(ctx):
@@ -354,9 +365,11 @@ def default_analyses(cfg):
 
 
 def analysis_models(cfg, analysis):
-  del analysis
+  """Scratch and the first transferred run, side by side; and the random-label network,
+  unless the analysis reads the models' outputs as the real classes (`needs_labels`)."""
   scratch = ["scratch"] if "scratch" in cfg.variants else []
-  return ("random_labels", *scratch, *_first_transferred(cfg))
+  random_labels = [] if analyses.get(analysis).needs_labels else ["random_labels"]
+  return (*random_labels, *scratch, *_first_transferred(cfg))
 
 
 def analysis_data(ctx):

@@ -1,4 +1,5 @@
 """The transfer experiment's report sections: what it did, what it found, in numbers."""
+from tfrandlabels.analyses import alignment as alignment_analysis
 from tfrandlabels.pipeline import plots
 from tfrandlabels.pipeline import report
 from tfrandlabels.training.transfer import VARIANTS
@@ -81,7 +82,19 @@ def _summary(payload):
         f"basis baseline {upstream['misalignment_random_basis'][0]:.3f} to "
         f"{upstream['misalignment_random_basis'][-1]:.3f}) over {upstream['step'][-1]:,} "
         "steps.")
+    lines.append(_subspace_overlap(upstream))
   return lines
+
+
+def _subspace_overlap(track):
+  """The last recorded subspace overlap against its baseline, and the first one."""
+  dim = len(track["sigma"])
+  # The baseline is k/d, so it gives back the k the hook used.
+  k = round(track["subspace_overlap_random"][-1] * dim)
+  text = alignment_analysis.subspace_overlap_text(
+      track["subspace_overlap"][-1], track["subspace_overlap_random"][-1], k, dim)
+  return (f"First-layer {text} at step {track['step'][-1]:,}; "
+          f"{track['subspace_overlap'][0]:.2f} at step {track['step'][0]:,}.")
 
 
 def _speed_reason(entry, variants):

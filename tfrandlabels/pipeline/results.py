@@ -76,12 +76,16 @@ class AlignmentTrack(TypedDict):
   """First-layer alignment recorded during training (`training.hooks.AlignmentHook`).
 
   `sigma`: square roots of Sigma_x's eigenvalues (descending), the x axis of
-  `transfer_function` (one list per recorded step).
+  `transfer_function` (one list per recorded step). `subspace_overlap`: overlap of the
+  top-k principal subspaces of Sigma_x and Sigma_w; `subspace_overlap_random`: its
+  baseline k/d for a random subspace (d = len(sigma)).
   """
   sigma: List[float]
   step: List[int]
   misalignment: List[float]
   misalignment_random_basis: List[float]
+  subspace_overlap: List[float]
+  subspace_overlap_random: List[float]
   transfer_function: List[List[float]]
 
 

@@ -98,17 +98,21 @@ def plan(stages, selected, cfg):
   return actions
 
 
-def _report_stage(experiment, stages, analysis_names):
+def _report_stage(experiment, stages, planned):
   def run(ctx):
     sections = []
     envelope = results.read(ctx.cfg.workdir, experiment.name)
     if envelope is not None:
       sections += experiment.sections(ctx, envelope)
-    for name in analysis_names:
+    for name, model_names in planned.items():
       envelope = results.read(ctx.cfg.workdir, name)
       if envelope is not None:
-        sections.append(analyses.section(analyses.get(name), envelope["payload"],
-                                         ctx.cfg.workdir))
+        # Results hold the models sorted by name; the report shows them in the plan's
+        # order (scratch before the transferred run), without those of an older plan.
+        found = envelope["payload"]["models"]
+        payload = dict(envelope["payload"],
+                       models={m: found[m] for m in model_names if m in found})
+        sections.append(analyses.section(analyses.get(name), payload, ctx.cfg.workdir))
     if ctx.chief:
       path = report.render(ctx.cfg.workdir, title=experiment.title, sections=sections,
                            config=_saved_flags(ctx.cfg))
@@ -140,7 +144,7 @@ def all_stages(experiment, cfg):
   stages = list(experiment.stages(cfg))
   plan_ = experiments.analysis_plan(experiment, cfg, cfg.analyses)
   stages += [_analysis_stage(experiment, n, m, cfg) for n, m in plan_.items()]
-  return stages + [_report_stage(experiment, stages, list(plan_))]
+  return stages + [_report_stage(experiment, stages, plan_)]
 
 
 def select(stages, requested, experiment):

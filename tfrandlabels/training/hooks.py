@@ -15,25 +15,33 @@ class AlignmentHook:
 
   Records, per log step: the misalignment M(Sigma_x, Sigma_w) of Maennel et al.,
   the same score in random orthonormal bases (the baseline an unaligned layer
-  scores), and the transfer function f(sigma_i) = sqrt(v_i' Sigma_w v_i) over the
-  eigenvalues sigma_i^2 of Sigma_x (descending). With the default name the keys are
-  `alignment/misalignment`, `alignment/misalignment_random_basis` and
+  scores), the overlap of the top-k principal subspaces of Sigma_x and Sigma_w with
+  its baseline k/d for a random subspace (constant, recorded next to each value like
+  the other baseline), and the transfer function f(sigma_i) = sqrt(v_i' Sigma_w v_i)
+  over the eigenvalues sigma_i^2 of Sigma_x (descending). With the default name the
+  keys are `alignment/misalignment`, `alignment/misalignment_random_basis`,
+  `alignment/subspace_overlap`, `alignment/subspace_overlap_random` and
   `alignment/transfer_function`.
 
   Args:
-    sigma_x: the covariance of the layer's input patches.
+    sigma_x: the [d, d] covariance of the layer's input patches.
     layer_index: which weight layer (0: the first).
     seed: seeds the random bases.
     num_bases: how many random bases the baseline averages over.
+    subspace_k: k of the subspace overlap, in [1, d].
     name: prefixes the recorded keys; distinct per hook of one run.
   """
 
-  def __init__(self, sigma_x, layer_index=0, seed=0, num_bases=5, name="alignment"):
+  def __init__(self, sigma_x, layer_index=0, seed=0, num_bases=5,
+               subspace_k=alignment.SUBSPACE_K, name="alignment"):
     self.name = name
     self._sigma_x = np.asarray(sigma_x, np.float64)
     self._layer_index = layer_index
     self._seed = seed
     self._num_bases = num_bases
+    self._subspace_k = subspace_k
+    self._subspace_overlap_random = alignment.random_subspace_overlap(
+        self._sigma_x.shape[0], subspace_k)
 
   def __call__(self, step, model):
     del step
@@ -44,6 +52,9 @@ class AlignmentHook:
         "misalignment": alignment.misalignment(self._sigma_x, sigma_w),
         "misalignment_random_basis": alignment.random_basis_misalignment(
             sigma_w, seed=self._seed, num_bases=self._num_bases),
+        "subspace_overlap": alignment.subspace_overlap(self._sigma_x, sigma_w,
+                                                       self._subspace_k),
+        "subspace_overlap_random": self._subspace_overlap_random,
         "transfer_function": [float(v) for v in f],
     }
 
