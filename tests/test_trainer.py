@@ -20,8 +20,11 @@ from tfrandlabels import models
 from tfrandlabels.analysis import alignment
 from tfrandlabels.data import ops
 from tfrandlabels.training import hooks as hooks_lib
+from tfrandlabels.training import preemption
 from tfrandlabels.training import strategy as strategy_lib
 from tfrandlabels.training import trainer
+
+import trainer_worker
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "trainer_worker.py")
@@ -73,6 +76,50 @@ def test_killed_run_resumes_to_the_same_weights(reference, tmp_path):
     np.testing.assert_array_equal(a, b)
   steps = [json.loads(line)["step"] for line in open(model_dir / "history.jsonl")]
   assert steps == [2, 4, 6, 8]
+
+
+class _SigtermAt:
+  """A hook that sends this process SIGTERM at one log step, as a preempted VM would."""
+  name = "sigterm"
+
+  def __init__(self, step):
+    self.step = step
+
+  def __call__(self, step, model):
+    del model
+    if step == self.step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return {}
+
+
+def test_sigterm_checkpoints_at_the_log_step_and_resumes_to_the_same_weights(reference,
+                                                                             tmp_path):
+  model_dir = str(tmp_path / "model")
+  strategy = tf.distribute.get_strategy()
+  with preemption.watch():
+    with pytest.raises(preemption.Preempted, match=r"^stopped on SIGTERM at step 4 of 8; "
+                       r"checkpoint saved in .*: run the same command to resume from it$"):
+      trainer_worker.run(model_dir, 8, strategy, checkpoint_every=100,
+                         extra_hooks=[_SigtermAt(4)])
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("-4")
+  model = trainer_worker.run(model_dir, 8, strategy, checkpoint_every=100)
+  for a, b in zip(_weights(reference / "weights.npz"), model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  steps = [json.loads(line)["step"] for line in open(os.path.join(model_dir, "history.jsonl"))]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_sigterm_outside_training_stops_at_once_and_inside_waits_for_the_trainer():
+  previous = signal.getsignal(signal.SIGTERM)
+  with preemption.watch():
+    with pytest.raises(preemption.Preempted, match="finished stages and runs are kept"):
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # The handler raises as soon as the signal arrives.
+    with pytest.raises(preemption.Preempted):
+      with preemption.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert preemption.requested()  # Recorded, not raised: the trainer decides.
+  assert signal.getsignal(signal.SIGTERM) is previous and not preemption.requested()
 
 
 def test_finished_run_trains_no_more(reference):

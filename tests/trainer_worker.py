@@ -25,22 +25,22 @@ def dataset():
                              fraction=1.0, num_classes=10, seed=0)
 
 
-def config(steps):
+def config(steps, checkpoint_every=2):
   return trainer.TrainConfig(steps=steps, batch_size=BATCH, learning_rate=0.02,
                              deterministic=True, seed=1, steps_per_loop=2, log_every=2,
-                             checkpoint_every=2)
+                             checkpoint_every=checkpoint_every)
 
 
-def run(model_dir, steps, strategy):
+def run(model_dir, steps, strategy, checkpoint_every=2, extra_hooks=()):
   model, _ = trainer.train(
       model_fn=lambda: models.build_model("simple_cnn", 10, (32, 32, 3), filters=16,
                                           hidden=16, seed=0),
       train_input=lambda start: data.make_input_fn(
           dataset, global_batch_size=BATCH, training=True, seed=2, start_step=start,
           batch_ops=[ops.normalize()]),
-      config=config(steps), strategy=strategy, model_dir=model_dir,
+      config=config(steps, checkpoint_every), strategy=strategy, model_dir=model_dir,
       # The first conv sees 3x3x3 patches: 27 dimensions.
-      hooks=[hooks.AlignmentHook(np.eye(27))])
+      hooks=[hooks.AlignmentHook(np.eye(27)), *extra_hooks])
   return model
 
 

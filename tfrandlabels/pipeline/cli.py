@@ -3,7 +3,8 @@
 A user error (a bad flag value, a missing file, a data set that cannot serve a
 split: `ConfigError`, or absl's own flag errors) prints one line, `error: ...`, and
 exits with status 2, before anything is written. A diverged run exits with 1, a
-multi-worker run that lost a worker (or a remote service) with 3, each with one line.
+multi-worker run that lost a worker (or a remote service) with 3, a run stopped by
+SIGTERM (preemption; see `training.preemption`) with 4, each with one line.
 Any other exception is a bug and keeps its traceback.
 """
 import re
@@ -16,15 +17,17 @@ import tensorflow as tf
 
 from tfrandlabels import errors
 from tfrandlabels.errors import ConfigError
+from tfrandlabels.training import preemption
 from tfrandlabels.training.trainer import TrainingDiverged
 
 USAGE_ERROR = 2
 DIVERGED = 1
 PEER_LOST = 3
+PREEMPTED = 4
 
 
-def fail(message, code=USAGE_ERROR):
-  print(f"error: {message}", file=sys.stderr)
+def fail(message, code=USAGE_ERROR, prefix="error"):
+  print(f"{prefix}: {message}", file=sys.stderr)
   sys.exit(code)
 
 
@@ -51,7 +54,10 @@ def start(main, argv):
     if len(args) > 1:
       fail(f"unexpected arguments {args[1:]}; every setting is a --flag")
     try:
-      main()
+      with preemption.watch():
+        main()
+    except preemption.Preempted as e:
+      fail(e, PREEMPTED, prefix="preempted")
     except ConfigError as e:
       fail(e)
     except TrainingDiverged as e:

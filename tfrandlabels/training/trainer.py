@@ -30,6 +30,7 @@ import tensorflow as tf
 from tfrandlabels import errors
 from tfrandlabels import io
 from tfrandlabels.training import optim
+from tfrandlabels.training import preemption
 from tfrandlabels.training import strategy as strategy_lib
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -382,19 +383,17 @@ class _Outputs:
     self._progress.update(record)
 
 
-def _maybe_checkpoint(step, config, manager):
-  if step % config.checkpoint_every == 0 or step >= config.steps:
-    manager.save(checkpoint_number=step)
-
-
 def _read_history(model_dir, start):
   """The records of model_dir's history up to `start`."""
   # Records past the checkpoint belong to steps that will be run again.
   return [r for r in io.read_jsonl(os.path.join(model_dir, HISTORY)) if r["step"] <= start]
 
 
-def _train_loop(config, state, run, evaluate, outputs, hooks):
+def _train_loop(config, state, run, evaluate, outputs, hooks, strategy, model_dir):
   """Trains from the state's step to config.steps; returns the last record.
+
+  Checkpoints every config.checkpoint_every steps and at the end; on SIGTERM (see
+  `preemption`) at the next log step, then raises Preempted.
 
   Args:
     config: the TrainConfig.
@@ -403,6 +402,8 @@ def _train_loop(config, state, run, evaluate, outputs, hooks):
     evaluate: from `_make_evaluator`, or None.
     outputs: the chief's _Outputs; None on other workers.
     hooks: called at every log step (the chief's; () on other workers).
+    strategy: the run's strategy (its workers agree on when to stop).
+    model_dir: the run's folder, named in the Preempted message.
   """
   window = _Window()
   step = int(state.step.numpy())
@@ -419,7 +420,13 @@ def _train_loop(config, state, run, evaluate, outputs, hooks):
       if outputs is not None:
         outputs.emit(record)
       window.reset()
-    _maybe_checkpoint(step, config, state.manager)
+    stopping = _is_log_step(step, config) and preemption.agreed_stop(strategy)
+    if stopping or step % config.checkpoint_every == 0 or step >= config.steps:
+      state.manager.save(checkpoint_number=step)
+    if stopping and step < config.steps:
+      raise preemption.Preempted(
+          f"stopped on SIGTERM at step {step} of {config.steps}; checkpoint saved in "
+          f"{model_dir}: run the same command to resume from it")
   return record
 
 
@@ -447,6 +454,8 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
   Raises:
     TrainingDiverged: the loss or a weight became NaN or infinite; no checkpoint is
       written after that, so the last one saved holds finite weights.
+    preemption.Preempted: SIGTERM arrived inside `preemption.watch()`; a checkpoint at
+      the next log step was saved and training stopped there.
     ValueError: bad configuration, two hooks of one name, or model_dir holds another
       model's checkpoint.
   """
@@ -466,9 +475,13 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
   evaluate = _make_evaluator(strategy, state.model, eval_input)
   chief = strategy_lib.is_chief(strategy)
   outputs = _Outputs(model_dir, history, config.steps, start) if chief else None
-  record = _train_loop(config, state, run, evaluate, outputs, hooks if chief else ())
-  if not chief:
-    tf.io.gfile.rmtree(state.manager.directory)
+  try:
+    with preemption.deferred():
+      record = _train_loop(config, state, run, evaluate, outputs, hooks if chief else (),
+                           strategy, model_dir)
+  finally:
+    if not chief:
+      tf.io.gfile.rmtree(state.manager.directory)
   logging.info("%s: trained to step %d; weights digest %s", model_dir, config.steps,
                weights_digest(state.model))
   return state.model, record
