@@ -167,3 +167,33 @@ def test_a_dead_worker_stops_the_other_with_one_line(embedded_dir, tmp_path):
   assert len(errors) == 1 and "lost contact with another worker" in errors[0]
   assert "start the same command on every worker" in errors[0]
   assert "Traceback" not in output
+
+
+def test_a_preempted_worker_stops_both_at_one_step_and_the_rerun_resumes(embedded_dir,
+                                                                        tmp_path):
+  workdir = tmp_path / "work"
+  args = ("--pretrain_steps=40", "--variants=scratch", "--analyses=none")
+  chief, other = _start_workers(workdir, embedded_dir, *args)
+  history = workdir / "pretrain" / "history.jsonl"
+  deadline = time.time() + 300
+  while not (history.exists() and history.read_text()):  # Training has started.
+    assert chief.poll() is None and time.time() < deadline, chief.stdout.read()[-3000:]
+    time.sleep(0.2)
+  other.send_signal(signal.SIGTERM)  # Only one worker is told, as when one VM goes.
+  outputs = [p.communicate(timeout=300)[0] for p in (chief, other)]
+  stopped = []
+  for process, output in zip((other, chief), outputs[::-1]):
+    assert process.returncode == 4 and "Traceback" not in output, output[-3000:]
+    lines = [l for l in output.splitlines() if l.startswith("preempted: ")]
+    assert len(lines) == 1, output[-3000:]
+    stopped.append(int(re.search(r"at step (\d+) of 40", lines[0]).group(1)))
+  assert stopped[0] == stopped[1] < 40
+  rerun = [(p.wait(timeout=900), p.stdout.read())
+           for p in _start_workers(workdir, embedded_dir, *args)]
+  for code, output in rerun:
+    assert code == 0, output[-4000:]
+  chief_digests, other_digests = (_digests(output) for _, output in rerun)
+  assert chief_digests == other_digests
+  assert chief_digests[os.path.join(workdir, "pretrain")][0] == 40
+  steps = [json.loads(line)["step"] for line in open(history)]
+  assert steps == list(range(2, 42, 2))

@@ -31,6 +31,7 @@ from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline.context import Context
 from tfrandlabels.pipeline.stage import Stage
+from tfrandlabels.training import preemption
 from tfrandlabels.training import precision
 from tfrandlabels.training import strategy as strategy_lib
 
@@ -167,6 +168,7 @@ def run(experiment, cfg):
     strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
   except ValueError as e:
     raise ConfigError(f"--strategy={cfg.strategy} --tpu={cfg.tpu}: {e}") from None
+  preemption.reclaim()
   if hasattr(cfg, "precision"):
     asked = cfg.precision
     cfg.precision, reason = precision.resolve(asked, strategy)

@@ -25,6 +25,7 @@ class Preempted(Exception):
 
 _requested = threading.Event()
 _deferring = threading.Event()
+_watching = threading.Event()
 _STOPPED = ("stopped on SIGTERM; finished stages and runs are kept: run the same command "
             "to resume")
 
@@ -42,11 +43,24 @@ def watch():
   inside `deferred()`, when the trainer reaches its next log step."""
   previous = signal.signal(signal.SIGTERM, _handle)
   _requested.clear()
+  _watching.set()
   try:
     yield
   finally:
+    _watching.clear()
     signal.signal(signal.SIGTERM, previous)
     _requested.clear()
+
+
+def reclaim():
+  """Takes SIGTERM back inside `watch()`, after making a strategy.
+
+  A multi-worker strategy starts TensorFlow's coordination service, whose preemption
+  notifier installs its own C-level SIGTERM handler, silently replacing Python's (it
+  only logs "SIGTERM caught"); without this, a preempted worker would train on.
+  """
+  if _watching.is_set():
+    signal.signal(signal.SIGTERM, _handle)
 
 
 @contextlib.contextmanager
@@ -82,4 +96,4 @@ def agreed_stop(strategy):
   flag = 1.0 if requested() else 0.0
   flags = strategy.experimental_distribute_values_from_function(
       lambda context: tf.constant(flag))
-  return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flags, axis=None) > 0)
+  return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None) > 0)
