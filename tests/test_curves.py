@@ -115,6 +115,16 @@ def test_steps_to_target_rejects_bad_target(target):
     curves.steps_to_target([record(10, 0.5, 1.0)], target)
 
 
+def test_worst_loss_ratio_is_the_largest_loss_over_ln_c():
+  history = [{"step": 10, "loss": 9.2}, {"step": 20, "loss": 1.0}, {"step": 30, "loss": 0.5}]
+  assert curves.worst_loss_ratio(history, 10) == pytest.approx(9.2 / np.log(10))
+  assert curves.worst_loss_ratio(history[1:], 2) == pytest.approx(1 / np.log(2))
+  with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    curves.worst_loss_ratio(history, 1)
+  with pytest.raises(ValueError, match="at least one record"):
+    curves.worst_loss_ratio([], 10)
+
+
 def test_speedup_is_ratio_of_means():
   assert curves.speedup([100, 300], [50, 50]) == pytest.approx(4.0)
   assert curves.speedup([100], [400]) == pytest.approx(0.25)

@@ -51,7 +51,8 @@ def test_transfer_payload_layout_is_checked_recursively():
   variant = {"variant": "scratch", "transfer_layers": 0, "seeds": [0], "curve": curve,
              "steps_to_target": {"per_seed": [None], "mean": None},
              "speedup_over_scratch": None,
-             "final_test_accuracy": {"per_seed": [0.5], "mean": 0.5, "ci95": 0.0}}
+             "final_test_accuracy": {"per_seed": [0.5], "mean": 0.5, "ci95": 0.0},
+             "worst_loss_over_ln_c": [0.9]}
   payload = {"target_accuracy": 0.8, "variants": {"scratch": variant}, "tracks": {},
              "pretrain": {"steps": 1, "final_train_accuracy": 0.1,
                           "realized_label_noise": 0.9}}

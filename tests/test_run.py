@@ -30,7 +30,7 @@ from tfrandlabels.pipeline import runner
 RUN = os.path.join(REPO, "pipelines", "run.py")
 ANALYZE = os.path.join(REPO, "pipelines", "analyze.py")
 VARIANT_KEYS = {"variant", "transfer_layers", "seeds", "curve", "steps_to_target",
-                "speedup_over_scratch", "final_test_accuracy"}
+                "speedup_over_scratch", "final_test_accuracy", "worst_loss_over_ln_c"}
 
 
 def _run(script, *args, wait=True):
@@ -71,6 +71,10 @@ def test_end_to_end_writes_results_and_report(finished):
     assert variant["curve"]["step"] == [2, 4]
     assert np.shape(variant["curve"]["accuracy_per_seed"]) == (2, 2)
     assert len(variant["final_test_accuracy"]["per_seed"]) == 2
+    for seed, worst in zip(variant["seeds"], variant["worst_loss_over_ln_c"]):
+      history = workdir / "finetune" / name / f"seed{seed}" / "history.jsonl"
+      losses = [json.loads(line)["loss"] for line in history.read_text().splitlines()]
+      assert worst == pytest.approx(max(losses) / np.log(10))
   assert payload["pretrain"]["realized_label_noise"] == pytest.approx(0.9, abs=0.1)
   upstream = payload["tracks"]["upstream"]
   assert len(upstream["sigma"]) == 27 and upstream["step"] == [2, 4]
@@ -82,6 +86,7 @@ def test_end_to_end_writes_results_and_report(finished):
       "scratch", "pretrained_k1"}
   html = (workdir / "report.html").read_text()
   assert html.index("Summary") < html.index("Transfer after random-label pretraining")
+  assert "ln C" in html and "subspace overlap" in html
   assert html.index("<details>") > html.index("Attribution maps")
   assert html.count("data:image/png;base64,") >= 7
   assert 'src="http' not in html

@@ -9,6 +9,8 @@ history records (one list per seed, `history.jsonl`) into that answer:
   confidence band.
 * `steps_to_target` and `speedup`: the first logged step at which a run reaches the
   target, and the ratio of the scratch runs' mean to a variant's mean.
+* `worst_loss_ratio`: the largest logged loss over ln(num_classes), which tells whether a
+  run spiked (above SPIKE_RATIO), so a speed-up is not read off a recovery.
 
 Resolution: the trainer writes a record every `log_every` steps, and its `accuracy` is the
 mean train accuracy over the steps since the previous record. A run that crosses the
@@ -24,6 +26,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
+
+# A logged loss above this many ln(num_classes) (a uniform prediction's loss) is a spike.
+SPIKE_RATIO = 2.0
 
 
 def mean_ci95(values) -> Tuple[np.ndarray, np.ndarray]:
@@ -109,6 +114,17 @@ def steps_to_target(history: Sequence[dict], target: float,
     if record[key] >= target:
       return int(record["step"])
   return None
+
+
+def worst_loss_ratio(history: Sequence[dict], num_classes: int) -> float:
+  """The largest logged training loss in units of ln(num_classes), the loss of a uniform
+  prediction. A run above SPIKE_RATIO spiked: its steps to target then say more about
+  when it recovered than about what it started from."""
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
+  if not history:
+    raise ValueError("history must hold at least one record.")
+  return float(max(r["loss"] for r in history) / math.log(num_classes))
 
 
 def speedup(scratch_steps: Sequence[Optional[int]],

@@ -266,7 +266,7 @@ def _histories(ctx, name):
           for s in ctx.cfg.seeds]
 
 
-def variant_results(cfg, variant, k, histories, scratch_steps):
+def variant_results(cfg, variant, k, histories, scratch_steps, num_classes):
   """One run name's curves, steps to target, speed-up and test accuracy over seeds."""
   steps = [curves.steps_to_target(h, cfg.target_accuracy) for h in histories]
   finals = [h[-1]["eval_accuracy"] for h in histories]
@@ -281,6 +281,7 @@ def variant_results(cfg, variant, k, histories, scratch_steps):
                                if scratch_steps is not None else None),
       "final_test_accuracy": {"per_seed": finals, "mean": float(mean[0]),
                               "ci95": float(half_width[0])},
+      "worst_loss_over_ln_c": [curves.worst_loss_ratio(h, num_classes) for h in histories],
   }
 
 
@@ -318,7 +319,8 @@ def analyze(ctx):
       "pretrain": {"steps": summary["step"], "final_train_accuracy": summary["accuracy"],
                    "realized_label_noise": summary["realized_label_noise"]},
       "variants": {run_name(v, k): variant_results(cfg, v, k, _histories(ctx, run_name(v, k)),
-                                                   scratch_steps) for v, k in runs},
+                                                   scratch_steps, common.num_classes(cfg))
+                   for v, k in runs},
       "tracks": tracks,
   }
   if ctx.chief:

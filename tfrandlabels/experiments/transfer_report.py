@@ -1,5 +1,6 @@
 """The transfer experiment's report sections: what it did, what it found, in numbers."""
 from tfrandlabels.analyses import alignment as alignment_analysis
+from tfrandlabels.analysis import curves
 from tfrandlabels.pipeline import plots
 from tfrandlabels.pipeline import report
 from tfrandlabels.training.transfer import VARIANTS
@@ -70,6 +71,7 @@ def _summary(payload):
                  f"{entry['steps_to_target']['mean']:,.0f} steps against "
                  f"{variants['scratch']['steps_to_target']['mean']:,.0f} from scratch: "
                  f"{speedup['ratio']:.2f}x{interval}, {len(entry['seeds'])} seeds.")
+  lines.append(_stability(variants))
   seeds = max(len(entry["seeds"]) for entry in variants.values())
   lines.append(f"Final test accuracy (mean ± 95% t-interval, {seeds} seeds): " + ", ".join(
       f"{name} {_accuracy(entry['final_test_accuracy'])}" for name, entry in variants.items())
@@ -84,6 +86,22 @@ def _summary(payload):
         "steps.")
     lines.append(_subspace_overlap(upstream))
   return lines
+
+
+def _stability(variants):
+  """Whether any finetuning run's loss spiked, which would make its speed a recovery."""
+  worst = {(name, seed): ratio for name, entry in variants.items()
+           for seed, ratio in zip(entry["seeds"], entry["worst_loss_over_ln_c"])}
+  spiked = [f"{name} seed {seed} ({ratio:.1f} ln C)" for (name, seed), ratio in worst.items()
+            if ratio > curves.SPIKE_RATIO]
+  (name, seed), ratio = max(worst.items(), key=lambda item: item[1])
+  if not spiked:
+    return (f"No finetuning run's logged loss exceeded {curves.SPIKE_RATIO:g} ln C (the "
+            f"largest: {ratio:.2f} ln C, {name} seed {seed}), so the steps to target are "
+            "not recoveries from a loss spike.")
+  return (f"Loss spikes (logged loss above {curves.SPIKE_RATIO:g} ln C): "
+          f"{', '.join(spiked)}; their steps to target partly measure the recovery from the "
+          "spike, not what the runs started from.")
 
 
 def _subspace_overlap(track):

@@ -70,6 +70,7 @@ class VariantResult(TypedDict):
   steps_to_target: StepsToTarget
   speedup_over_scratch: Optional[Speedup]
   final_test_accuracy: FinalAccuracy
+  worst_loss_over_ln_c: List[float]  # Per seed: `analysis.curves.worst_loss_ratio`.
 
 
 class AlignmentTrack(TypedDict):
