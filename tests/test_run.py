@@ -146,6 +146,10 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
     (["--batch_size=500"], "selects 128 examples"),
     (["--attribution_images=0"], "--attribution_images=0 must be between 1 and 16"),
     (["--learning_rate=-1"], "--learning_rate=-1.0 must be > 0"),
+    (["--warmup_steps=-1"], "--warmup_steps=-1 must be"),
+    (["--model_options=filters"], "--model_options=filters must be NAME=VALUE pairs"),
+    (["--model_options=width=3"], "--model=simple_cnn --model_options=width=3: width: unknown "
+                                  "option for model='simple_cnn'; allowed: filters, hidden"),
     (["--dataset=folder:/nonexistent"], "no such directory"),
     (["extra"], "unexpected arguments"),
 ])

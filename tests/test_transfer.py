@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
+from conftest import parse_flagfile
 from tfrandlabels import models
 from tfrandlabels.analysis import alignment
+from tfrandlabels.experiments import common
 from tfrandlabels.training import transfer
 
 
@@ -83,3 +85,13 @@ def test_sample_filters_against_a_closed_form():
 def test_bad_transfer(pair, variant, k, message):
   with pytest.raises(ValueError, match=message):
     transfer.apply_transfer(_fresh(), pair, variant, k)
+
+
+def test_model_options_reach_the_builder(embedded_dir):
+  _, cfg = parse_flagfile("quick.cfg", f"--data_dir={embedded_dir}",
+                          "--model_options=filters=8,hidden=4")
+  model = common.build(cfg, 10, 0, (32, 32, 3))
+  conv, dense, _ = models.weight_layers(model)
+  assert conv.kernel.shape == (3, 3, 3, 8) and dense.kernel.shape == (30 * 30 * 8, 4)
+  assert common.parse_model_options("widths=16/32,rate=0.5") == {"widths": (16, 32),
+                                                                 "rate": 0.5}

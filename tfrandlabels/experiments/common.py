@@ -33,6 +33,9 @@ flags.DEFINE_string("input_corruption", "", f"Corrupt training images: {ops.CORR
 flags.DEFINE_integer("input_corruption_seed", 0, "Seed of --input_corruption.")
 flags.DEFINE_enum("model", "simple_cnn", models.available_models(), "Model family.")
 flags.DEFINE_float("init_scale", 1.0, "Multiplier on the He-normal initialization.")
+flags.DEFINE_string("model_options", "", "Options of --model's builder as NAME=VALUE pairs "
+                    "(integers, numbers, or integer lists as 16/32), e.g. "
+                    "'filters=64,hidden=64' for simple_cnn; empty: the builder's defaults.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
 flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
@@ -54,10 +57,10 @@ flags.DEFINE_integer("eval_every", 0, "Steps between test evaluations (0: at the
 
 DATA_FLAGS = ("dataset", "data_dir", "image_size", "normalize", "augment", "train_filter",
               "eval_filter", "input_corruption", "input_corruption_seed")
-MODEL_FLAGS = ("model", "init_scale")
+MODEL_FLAGS = ("model", "init_scale", "model_options")
 TRAIN_FLAGS = ("batch_size", "optimizer", "learning_rate", "momentum", "schedule",
-               "warmup_steps", "weight_decay", "precision", "steps_per_loop", "log_every", "checkpoint_every",
-               "eval_every")
+               "warmup_steps", "weight_decay", "precision", "steps_per_loop", "log_every",
+               "checkpoint_every", "eval_every")
 
 flag_lib.check("image_size", lambda v: v is None or v >= 8, "must be >= 8")
 flag_lib.check("init_scale", lambda v: v > 0, "must be > 0")
@@ -151,8 +154,39 @@ def make_input(ctx, source, *, training, stats_split, seed=0, start_step=0):
       drop_remainder=training or cfg.strategy == "tpu" or bool(cfg.tpu))
 
 
+def _option_value(text):
+  if "/" in text:
+    return tuple(int(part) for part in text.split("/"))
+  try:
+    return int(text)
+  except ValueError:
+    return float(text)
+
+
+def parse_model_options(text):
+  """'filters=64,widths=16/32,dropout=0.1' -> {'filters': 64, 'widths': (16, 32), ...}."""
+  options = {}
+  for pair in filter(None, text.split(",")):
+    name, sep, value = pair.partition("=")
+    if not sep or not name.isidentifier() or name in options:
+      raise ValueError(f"{pair!r} is not a new NAME=VALUE pair")
+    options[name] = _option_value(value)
+  return options
+
+
+flag_lib.check_parses("model_options", parse_model_options,
+                      "must be NAME=VALUE pairs separated by commas, e.g. filters=64,hidden=64",
+                      optional=True)
+
+
 def build(cfg, classes, seed, shape):
-  return models.build_model(cfg.model, classes, shape, init_scale=cfg.init_scale, seed=seed)
+  """The experiment's model: --model with --model_options, --init_scale and `seed`."""
+  try:
+    return models.build_model(cfg.model, classes, shape, init_scale=cfg.init_scale,
+                              seed=seed, **parse_model_options(cfg.model_options))
+  except ValueError as e:
+    raise ConfigError(f"--model={cfg.model} --model_options={cfg.model_options}: "
+                      f"{str(e).rstrip('.')}") from None
 
 
 def train_config(cfg, steps, seed):
