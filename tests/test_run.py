@@ -244,6 +244,35 @@ def test_interrupted_finetune_resumes(embedded_dir, tmp_path, signal_):
   assert interrupted < 40 and (run_dir / "DONE").exists()
 
 
+def test_a_busy_workdir_is_refused_and_a_killed_runs_lock_taken_over(embedded_dir, tmp_path):
+  workdir = tmp_path / "work"
+  args = [f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY, "--analyses=none",
+          "--variants=scratch", "--seeds=0"]
+  first = _run(RUN, *args, "--pretrain_steps=100000", wait=False)
+  try:
+    history = workdir / "pretrain" / "history.jsonl"
+    deadline = time.time() + 600
+    while not (history.exists() and history.read_text().strip()):
+      assert first.poll() is None and time.time() < deadline, first.stdout.read()[-3000:]
+      time.sleep(0.05)
+    code, output = _run(RUN, *args, "--pretrain_steps=100000")
+    assert code == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-3000:]
+    assert errors[0].startswith(f"error: --workdir={workdir} is in use by another run (host "
+                                ) and f", process {first.pid}, started " in errors[0], errors
+    assert first.poll() is None
+  finally:
+    first.kill()
+    first.communicate()
+  code, output = _run(RUN, *args, "--force", "--pretrain_steps=4")
+  assert code == 0, output[-3000:]
+  taken = [line for line in output.splitlines() if "taking over the lock" in line]
+  assert len(taken) == 1 and f", process {first.pid}, started " in taken[0], output[-3000:]
+  assert taken[0].endswith("its process is gone"), taken
+  assert not (workdir / "LOCK").exists()
+
+
 def _metrics(workdir, analysis, model):
   return results.read(str(workdir), analysis)["payload"]["models"][model]["metrics"]
 

@@ -6,31 +6,40 @@ import uuid
 import tensorflow as tf
 
 
-def atomic_write(path, text):
+def atomic_write(path, text, overwrite=True):
   """Writes `text` to `path` atomically: a temporary file in the same folder, renamed.
 
   Readers see the old file or the new one, never a half-written file, even if the
-  process is killed while writing.
+  process is killed while writing. `overwrite=False`: raises tf.errors.AlreadyExistsError
+  (and removes the temporary file) if `path` exists; TensorFlow checks and then renames,
+  so two writers at the same moment can both succeed (see pipeline/lock.py).
   """
   folder = os.path.dirname(path)
   if folder:
     tf.io.gfile.makedirs(folder)
-  temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+  # Not `path` + suffix: ram:// takes any name that `path` is a prefix of for a folder
+  # of that name, so `path` would seem to exist while its temporary file does.
+  temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
   mode = "wb" if isinstance(text, bytes) else "w"
   with tf.io.gfile.GFile(temporary, mode) as f:
     f.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  try:
+    tf.io.gfile.rename(temporary, path, overwrite=overwrite)
+  except tf.errors.AlreadyExistsError:
+    tf.io.gfile.remove(temporary)
+    raise
 
 
-def write_json(path, value, unless_same=False):
+def write_json(path, value, unless_same=False, overwrite=True):
   """Writes `value` as JSON atomically; `unless_same`: not if `path` already holds it,
-  so a rerun that changes nothing leaves the file (and its time) as it was."""
+  so a rerun that changes nothing leaves the file (and its time) as it was;
+  `overwrite`: as in `atomic_write`."""
   text = json.dumps(value, indent=2, sort_keys=True) + "\n"
   if unless_same and tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       if f.read() == text:
         return
-  atomic_write(path, text)
+  atomic_write(path, text, overwrite)
 
 
 def read_json(path, default=None):

@@ -25,6 +25,7 @@ from tfrandlabels.errors import ConfigError
 from tfrandlabels.experiments import common
 from tfrandlabels.pipeline import cli
 from tfrandlabels.pipeline import flags as flag_lib
+from tfrandlabels.pipeline import lock
 from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import runner
 from tfrandlabels.pipeline.context import Context
@@ -107,14 +108,17 @@ def main():
     model = load_keras_model(cfg.model_path)
     analysis_data = _user_data(cfg, ctx, model)
   sections = []
-  for analysis in chosen:
-    settings = flag_lib.settings(analysis.flags)
-    payload = registry.run_analysis(analysis, {"model": lambda: model}, analysis_data,
-                                    settings, cfg.workdir, config=vars(settings))
-    sections.append(registry.section(analysis, payload, cfg.workdir))
-    logging.info("analysis %s: wrote %s", analysis.name, cfg.workdir)
-  path = report.render(cfg.workdir, title=f"Analyses of {cfg.model_path}", sections=sections,
-                       config={n: getattr(cfg, n) for n in OWN_FLAGS})
+  # It writes into --workdir (which may be a pipeline's), so it holds it as a run does;
+  # --model_path is only read.
+  with lock.held(cfg.workdir):
+    for analysis in chosen:
+      settings = flag_lib.settings(analysis.flags)
+      payload = registry.run_analysis(analysis, {"model": lambda: model}, analysis_data,
+                                      settings, cfg.workdir, config=vars(settings))
+      sections.append(registry.section(analysis, payload, cfg.workdir))
+      logging.info("analysis %s: wrote %s", analysis.name, cfg.workdir)
+    path = report.render(cfg.workdir, title=f"Analyses of {cfg.model_path}",
+                         sections=sections, config={n: getattr(cfg, n) for n in OWN_FLAGS})
   print(f"report: {path}")
 
 

@@ -14,6 +14,7 @@ written the runner compares every record with what the current flags ask for:
 A redone stage gets a new id, so everything downstream of it is redone too: outputs
 are never reused for inputs they were not made from.
 """
+import contextlib
 import os
 import types
 import uuid
@@ -27,6 +28,7 @@ from tfrandlabels.errors import ConfigError
 from tfrandlabels.experiments import registry as experiments
 from tfrandlabels.pipeline import artifacts
 from tfrandlabels.pipeline import flags as flag_lib
+from tfrandlabels.pipeline import lock
 from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline.context import Context
@@ -161,24 +163,9 @@ def _saved_flags(cfg):
   return {k: v for k, v in sorted(vars(cfg).items()) if k not in ("force", "stages")}
 
 
-def run(experiment, cfg):
-  """Runs the selected stages of `experiment`; returns report.html's path if written
-  (by the chief; other workers of a multi-worker run return None)."""
-  try:
-    strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
-  except ValueError as e:
-    raise ConfigError(f"--strategy={cfg.strategy} --tpu={cfg.tpu}: {e}") from None
-  preemption.reclaim()
-  if hasattr(cfg, "precision"):
-    asked = cfg.precision
-    cfg.precision, reason = precision.resolve(asked, strategy)
-    logging.info("precision %s (--precision=%s: %s)", cfg.precision, asked, reason)
-  experiment.check(cfg)
-  cfg = experiment.resolve(cfg)
-  stages = all_stages(experiment, cfg)
-  selected = select(stages, cfg.stages, experiment)
-  actions = plan(stages, selected, cfg)
-  ctx = Context(cfg, strategy, strategy_lib.is_chief(strategy))
+def _run_stages(experiment, stages, actions, ctx):
+  """Runs the planned stages in order, recording each one's start and end (chief)."""
+  cfg, strategy = ctx.cfg, ctx.strategy
   if ctx.chief:
     io.write_json(ctx.path(FLAGS_FILE), _saved_flags(cfg), unless_same=True)
   logging.info("workdir %s, experiment %s, %d replica(s)", cfg.workdir, experiment.name,
@@ -202,4 +189,28 @@ def run(experiment, cfg):
     if ctx.chief:
       io.write_json(_record_path(cfg.workdir, stage.name), {**record, "done": True})
     logging.info("stage %s: done", stage.name)
+
+
+def run(experiment, cfg):
+  """Runs the selected stages of `experiment`; returns report.html's path if written
+  (by the chief; other workers of a multi-worker run return None)."""
+  try:
+    strategy = strategy_lib.make_strategy(cfg.strategy, cfg.tpu)
+  except ValueError as e:
+    raise ConfigError(f"--strategy={cfg.strategy} --tpu={cfg.tpu}: {e}") from None
+  preemption.reclaim()
+  if hasattr(cfg, "precision"):
+    asked = cfg.precision
+    cfg.precision, reason = precision.resolve(asked, strategy)
+    logging.info("precision %s (--precision=%s: %s)", cfg.precision, asked, reason)
+  experiment.check(cfg)
+  cfg = experiment.resolve(cfg)
+  stages = all_stages(experiment, cfg)
+  selected = select(stages, cfg.stages, experiment)
+  actions = plan(stages, selected, cfg)
+  ctx = Context(cfg, strategy, strategy_lib.is_chief(strategy))
+  # Only the chief writes into the workdir, so only it holds the workdir's lock; taken
+  # after every check that can refuse the command, so a refusal writes nothing.
+  with lock.held(cfg.workdir) if ctx.chief else contextlib.nullcontext():
+    _run_stages(experiment, stages, actions, ctx)
   return ctx.path("report.html") if "report" in actions and ctx.chief else None
