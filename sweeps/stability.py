@@ -16,16 +16,17 @@ what is finished (the pipeline's own resumption).
 import argparse
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
 
 import tensorflow as tf
 
+from tfrandlabels import io
+from tfrandlabels.analysis import curves
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "pipelines", "run.py")
-SPIKE = 2.0  # A loss above SPIKE * ln(num_classes) at a logged step is a spike.
 
 
 def parse_grid(entries):
@@ -49,34 +50,20 @@ def label(setting):
   return ",".join(f"{name}={value}" for name, value in setting)
 
 
-def read_jsonl(path):
-  with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def histories(workdir):
   """{run name: history} for pretrain/ and every finetune/<run>/seed<s>/ of a workdir."""
   found = {}
   for path in sorted(tf.io.gfile.glob(os.path.join(workdir, "*", "history.jsonl")) +
                      tf.io.gfile.glob(os.path.join(workdir, "*", "*", "*", "history.jsonl"))):
     name = os.path.relpath(os.path.dirname(path), workdir)
-    found[name] = read_jsonl(path)
+    found[name] = io.read_jsonl(path)
   return found
 
 
-def worst_loss_ratio(history, num_classes):
-  """The largest logged training loss over ln(num_classes)."""
-  return max(r["loss"] for r in history) / math.log(num_classes)
-
-
-def first_step_at(history, target):
-  return next((r["step"] for r in history if r["accuracy"] >= target), None)
-
-
 def summarize(history, num_classes, target):
-  return {"worst_loss_over_ln_c": round(worst_loss_ratio(history, num_classes), 3),
-          "spikes": worst_loss_ratio(history, num_classes) > SPIKE,
-          "steps_to_target": first_step_at(history, target),
+  worst = curves.worst_loss_ratio(history, num_classes)
+  return {"worst_loss_over_ln_c": round(worst, 3), "spikes": worst > curves.SPIKE_RATIO,
+          "steps_to_target": curves.steps_to_target(history, target),
           "final_train_accuracy": round(history[-1]["accuracy"], 4)}
 
 
@@ -101,10 +88,9 @@ def main():
         for name, h in histories(workdir).items()}
     for name, row in table[label(setting)].items():
       print(f"{label(setting)}  {name}: {json.dumps(row)}", flush=True)
-  with tf.io.gfile.GFile(os.path.join(args.workdir, "sweep.json"), "w") as f:
-    json.dump(table, f, indent=1)
+  io.write_json(os.path.join(args.workdir, "sweep.json"), table)
   spiking = [s for s, runs in table.items() if any(r["spikes"] for r in runs.values())]
-  print(f"settings with a spike (loss > {SPIKE} ln C): {len(spiking)} of {len(table)}")
+  print(f"settings with a spike (loss > {curves.SPIKE_RATIO:g} ln C): {len(spiking)} of {len(table)}")
 
 
 if __name__ == "__main__":
