@@ -131,6 +131,6 @@ def test_standardization_moments_follow_the_split(embedded_dir, tmp_path):
 
 def test_outputs_without_a_record_are_not_trusted(tmp_path):
   (tmp_path / "train.txt").write_text("made by someone else")
-  with pytest.raises(ConfigError, match="holds outputs of stage train without a record"):
+  with pytest.raises(ConfigError, match="holds outputs of stage train without a readable record"):
     _run(tmp_path)
   assert _run(tmp_path, force=True) == ["train", "summary"]

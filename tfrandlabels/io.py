@@ -5,6 +5,18 @@ import uuid
 
 import tensorflow as tf
 
+from tfrandlabels.errors import ConfigError
+
+
+class DamagedFile(ConfigError):
+  """A file this package wrote does not parse: cut by a full disk, a copy or a hand
+  edit (the package's own writes are atomic and never leave one behind)."""
+
+  def __init__(self, path, reason):
+    super().__init__(f"{path} is damaged ({reason})")
+    self.path = path
+    self.reason = reason
+
 
 def atomic_write(path, text, overwrite=True):
   """Writes `text` to `path` atomically: a temporary file in the same folder, renamed.
@@ -43,18 +55,32 @@ def write_json(path, value, unless_same=False, overwrite=True):
 
 
 def read_json(path, default=None):
+  """Reads a JSON file; `default` if it does not exist; DamagedFile if it does not parse."""
   if not tf.io.gfile.exists(path):
     return default
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    return json.loads(text)
+  except ValueError as e:
+    raise DamagedFile(path, f"not valid JSON: {e}") from None
 
 
 def read_jsonl(path):
-  """Reads a JSON-lines file; a missing file is an empty list."""
+  """Reads a JSON-lines file; a missing file is an empty list; DamagedFile names the
+  first line that does not parse."""
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        raise DamagedFile(path, f"line {number} is not valid JSON") from None
+  return records
 
 
 def write_jsonl(path, records):

@@ -1,23 +1,106 @@
-"""Completion markers, arrays and content-keyed caches in a run's workdir.
+"""Completion markers, damage checks, arrays and content-keyed caches in a workdir.
 
-A stage's output folder is finished when its DONE marker exists; the marker is written
-atomically, last, so an interrupted stage has none and is resumed on the next run.
+A training run's folder is finished when its DONE marker exists and nothing in it is
+damaged; the marker is written atomically, last, so an interrupted run has none and is
+resumed on the next run. Every write here is atomic, so damage comes from outside (a
+copy that stopped, a full disk, a hand edit); `damage` finds it before it is trusted.
 """
+import dataclasses
 import hashlib
 import io as python_io
 import json
 import os
+from typing import List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfrandlabels import io
+from tfrandlabels.training import checkpoints
+from tfrandlabels.training.trainer import HISTORY
 
 MARKER = "DONE"
 
 
+@dataclasses.dataclass(frozen=True)
+class Damage:
+  """A damaged or missing file: `delete` is None when doing its stage again recovers
+  it (the run resumes from its newest whole checkpoint, a JSON output is rewritten),
+  else the folder the user must delete to train that run again."""
+  path: str
+  reason: str
+  delete: Optional[str] = None
+
+
+def _json_damage(path, read, delete=None):
+  try:
+    read(path)
+  except io.DamagedFile as e:
+    return [Damage(path, e.reason, delete)]
+  return []
+
+
+def _run_damage(folder, files):
+  """The damage in a training run's folder: its history, DONE marker and checkpoints."""
+  found = []
+  history = os.path.join(folder, HISTORY)
+  if HISTORY in files:
+    found += _json_damage(history, io.read_jsonl, delete=folder)
+  done = None
+  if MARKER in files:
+    marker = os.path.join(folder, MARKER)
+    try:
+      done = io.read_json(marker)
+    except io.DamagedFile as e:
+      found.append(Damage(marker, e.reason))
+    if HISTORY not in files:
+      found.append(Damage(history, "missing from a finished run", delete=folder))
+  prefixes = checkpoints.newest_first(os.path.join(folder, checkpoints.FOLDER))
+  whole, damaged = None, []
+  for prefix in prefixes:
+    reason = checkpoints.problem(prefix)
+    if reason is None:
+      whole = prefix
+      break
+    damaged.append(Damage(prefix, f"checkpoint: {reason}"))
+  found += damaged
+  if prefixes and whole is None:
+    found.append(Damage(folder, "no checkpoint is whole", delete=folder))
+  elif not damaged and isinstance(done, dict) and isinstance(done.get("step"), int) and (
+      whole is None or checkpoints.step_of(whole) < done["step"]):
+    found.append(Damage(os.path.join(folder, checkpoints.FOLDER),
+                        f"the checkpoint of step {done['step']}, where the run finished, "
+                        "is missing"))
+  return found
+
+
+def damage(path) -> List[Damage]:
+  """Damaged or inconsistent files under `path` (a stage output: file or folder).
+
+  A folder with a DONE marker, a history or a checkpoints/ folder is a training run:
+  its history must parse (else: delete the run), a finished run must have a history and
+  a whole checkpoint at its final step, and damaged checkpoints are reported (the run
+  resumes from the newest whole one; none whole: delete the run). Any other .json or
+  .jsonl file must parse.
+  """
+  if not tf.io.gfile.isdir(path):
+    reader = {".json": io.read_json, ".jsonl": io.read_jsonl}.get(os.path.splitext(path)[1])
+    return _json_damage(path, reader) if reader and tf.io.gfile.exists(path) else []
+  found = []
+  for folder, subfolders, files in tf.io.gfile.walk(path):
+    if os.path.basename(folder.rstrip("/")) == checkpoints.FOLDER:
+      continue
+    run = MARKER in files or HISTORY in files or checkpoints.FOLDER in subfolders
+    if run:
+      found += _run_damage(folder, files)
+    found += [d for f in files if not (run and f in (MARKER, HISTORY))
+              for d in damage(os.path.join(folder, f))]
+  return found
+
+
 def is_done(folder):
-  return tf.io.gfile.exists(os.path.join(folder, MARKER))
+  """A training run's folder is finished: DONE is there and nothing is damaged."""
+  return tf.io.gfile.exists(os.path.join(folder, MARKER)) and not damage(folder)
 
 
 def mark_done(folder, summary):

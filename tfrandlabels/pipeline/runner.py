@@ -57,15 +57,47 @@ def _changes(record, wanted):
                     if record["inputs"].get(d) != i]
 
 
+def _read_record(workdir, stage):
+  """A stage's record; a damaged one counts as none (its outputs then need --force if
+  the stage trains, like outputs of an older release)."""
+  try:
+    return io.read_json(_record_path(workdir, stage.name))
+  except io.DamagedFile as e:
+    logging.warning("%s; treating stage %s as having no record", e, stage.name)
+    return None
+
+
+def _damage(workdir, stage):
+  """Damage in a recorded stage's outputs; a missing first output counts as damage."""
+  found = []
+  if stage.outputs and not tf.io.gfile.exists(os.path.join(workdir, stage.outputs[0])):
+    found.append(artifacts.Damage(os.path.join(workdir, stage.outputs[0]), "missing"))
+  for output in stage.outputs:
+    found += artifacts.damage(os.path.join(workdir, output))
+  fatal = [d for d in found if d.delete]
+  if fatal:
+    raise ConfigError(f"{fatal[0].path} is damaged ({fatal[0].reason}); delete "
+                      f"{fatal[0].delete} and rerun to train that run again")
+  for d in found:
+    logging.warning("stage %s: %s is damaged (%s); %s", stage.name, d.path, d.reason,
+                    "resuming the stage from what is whole" if stage.trains else
+                    "doing the stage again")
+  return [f"{d.path} is damaged ({d.reason})" for d in found]
+
+
 def plan(stages, selected, cfg):
   """Decides, for every stage, 'skip', 'resume', 'run' or 'redo' (raises ConfigError).
 
+  A recorded stage whose outputs are damaged (see `artifacts.damage`) is resumed if it
+  trains (each run continues from its newest whole checkpoint) or redone if not; damage
+  only deleting a run can mend is refused, naming what to delete.
+
   Returns:
-    {stage name: (action, record to write)}, for the selected stages.
+    {stage name: (action, record to write, reasons)}, for the selected stages.
   """
   ids, actions = {}, {}
   for stage in stages:
-    record = io.read_json(_record_path(cfg.workdir, stage.name))
+    record = _read_record(cfg.workdir, stage)
     has_outputs = _has_outputs(cfg.workdir, stage)
     if record is not None and not record.get("done") and not has_outputs:
       record = None  # It stopped before writing anything: no claim on the workdir.
@@ -73,8 +105,10 @@ def plan(stages, selected, cfg):
                            if n not in flag_lib.RUN_FLAGS},
               "inputs": {d: ids.get(d) for d in stage.after}}
     changes = _changes(record, wanted) if record else []
+    damaged = _damage(cfg.workdir, stage) if record and not changes else []
     if stage.name not in selected:
-      ids[stage.name] = record["id"] if record and record.get("done") and not changes else None
+      usable = record and record.get("done") and not changes and not damaged
+      ids[stage.name] = record["id"] if usable else None
       continue
     for dep in stage.after:
       if dep not in selected and ids.get(dep) is None:
@@ -83,21 +117,21 @@ def plan(stages, selected, cfg):
                           f"is not finished with these settings; add {group} to --stages")
     if record is None and has_outputs and stage.trains and not cfg.force:
       raise ConfigError(
-          f"--workdir={cfg.workdir} holds outputs of stage {stage.name} without a record of "
-          "their settings (an older release?); use another --workdir, or --force to redo it")
+          f"--workdir={cfg.workdir} holds outputs of stage {stage.name} without a readable "
+          "record of their settings; use another --workdir, or --force to redo it")
     if record is None:
       action = "redo" if has_outputs else "run"
     elif changes and stage.trains and not cfg.force:
       raise ConfigError(
           f"--workdir={cfg.workdir} holds stage {stage.name} run with other settings "
           f"({', '.join(changes)}); use another --workdir, or --force to redo it")
-    elif changes or cfg.force:
+    elif changes or cfg.force or (damaged and not stage.trains):
       action = "redo"
     else:
-      action = "skip" if record.get("done") else "resume"
+      action = "skip" if record.get("done") and not damaged else "resume"
     new = dict(wanted, id=record["id"] if action in ("skip", "resume") else uuid.uuid4().hex)
     ids[stage.name] = new["id"]
-    actions[stage.name] = (action, new, changes)
+    actions[stage.name] = (action, new, changes or damaged)
   return actions
 
 

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from tfrandlabels import errors
 from tfrandlabels import io
+from tfrandlabels.training import checkpoints
 from tfrandlabels.training import optim
 from tfrandlabels.training import preemption
 from tfrandlabels.training import strategy as strategy_lib
@@ -148,22 +149,37 @@ def _checkpoint_dir(strategy, model_dir):
   but to a local scratch folder, outside the shared workdir, that `train` deletes at
   the end."""
   if strategy_lib.is_chief(strategy):
-    return os.path.join(model_dir, "checkpoints")
+    return os.path.join(model_dir, checkpoints.FOLDER)
   return tempfile.mkdtemp(prefix=f"tfrandlabels-worker{strategy.cluster_resolver.task_id}-")
 
 
 def _restore(checkpoint, model_dir):
-  """Restores model_dir's latest checkpoint, refusing one written by another architecture."""
-  latest = tf.train.CheckpointManager(
-      checkpoint, os.path.join(model_dir, "checkpoints"), 1).latest_checkpoint
-  if not latest:
-    return
-  try:
-    checkpoint.restore(latest).assert_existing_objects_matched()
-  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-    reason = errors.first_line(e, limit=160)
-    raise ValueError(f"model_dir={model_dir!r} holds a checkpoint of another model or "
-                     f"optimizer ({reason}); use a new model_dir or delete it") from None
+  """Restores model_dir's newest whole checkpoint, refusing one of another architecture.
+
+  A damaged checkpoint is skipped, with a warning, for the one before it; the history
+  past the restored step is dropped (see `_read_history`) and those steps trained again.
+
+  Raises:
+    ValueError: the checkpoint is of another model or optimizer.
+    ConfigError: there are checkpoints, but none is whole.
+  """
+  found = checkpoints.newest_first(os.path.join(model_dir, checkpoints.FOLDER))
+  for prefix in found:
+    reason = checkpoints.problem(prefix)
+    if reason is None:
+      try:
+        checkpoint.restore(prefix).assert_existing_objects_matched()
+        return
+      except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        reason = errors.first_line(e, limit=160)
+        raise ValueError(f"model_dir={model_dir!r} holds a checkpoint of another model or "
+                         f"optimizer ({reason}); use a new model_dir or delete it") from None
+      except (tf.errors.OpError, IndexError) as e:
+        reason = errors.first_line(e, limit=120)
+    logging.warning("checkpoint %s is damaged (%s); trying the one before it", prefix, reason)
+  if found:
+    raise errors.ConfigError(f"model_dir={model_dir!r}: no checkpoint is whole (newest: "
+                             f"{found[0]}); delete {model_dir} to train this run again")
 
 
 def _build_state(model_fn, config, strategy, model_dir):
@@ -385,8 +401,12 @@ class _Outputs:
 
 def _read_history(model_dir, start):
   """The records of model_dir's history up to `start`."""
+  try:
+    records = io.read_jsonl(os.path.join(model_dir, HISTORY))
+  except io.DamagedFile as e:
+    raise errors.ConfigError(f"{e}; delete {model_dir} to train this run again") from None
   # Records past the checkpoint belong to steps that will be run again.
-  return [r for r in io.read_jsonl(os.path.join(model_dir, HISTORY)) if r["step"] <= start]
+  return [r for r in records if r["step"] <= start]
 
 
 def _train_loop(config, state, run, evaluate, outputs, hooks, strategy, model_dir):
@@ -496,9 +516,21 @@ def weights_digest(model):
 
 
 def load_weights(model, model_dir):
-  """Loads the latest checkpoint's weights from model_dir into `model` (expect_partial)."""
-  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-  if path is None:
-    raise ValueError(f"model_dir={model_dir!r} holds no checkpoint")
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
-  return model
+  """Loads the newest checkpoint's weights from model_dir into `model` (expect_partial).
+
+  Raises:
+    ConfigError: model_dir holds no checkpoint, or its newest one is damaged.
+  """
+  found = checkpoints.newest_first(os.path.join(model_dir, checkpoints.FOLDER))
+  if not found:
+    raise errors.ConfigError(f"model_dir={model_dir!r} holds no checkpoint")
+  reason = checkpoints.problem(found[0])
+  if reason is None:
+    try:
+      tf.train.Checkpoint(model=model).restore(found[0]).expect_partial()
+      return model
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, IndexError) as e:
+      reason = errors.first_line(e, limit=120)
+  raise errors.ConfigError(
+      f"checkpoint {found[0]} is damaged ({reason}); delete its files and rerun: the run "
+      "trains again from the checkpoint before it")

@@ -1,0 +1,223 @@
+"""Damaged artifacts: found before they are trusted, then recovered or refused.
+
+Unit tests build damaged files by hand; the pipeline tests damage a copy of one finished
+deterministic run, rerun the command in process, and compare the results with the
+undamaged run's, or check the one-line refusal and that nothing was written.
+"""
+import json
+import os
+import shutil
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TINY
+from tfrandlabels import io
+from tfrandlabels.pipeline import artifacts
+from tfrandlabels.pipeline import run_main
+from tfrandlabels.training import checkpoints
+
+RUN = os.path.join(run_main.REPO, "pipelines", "run.py")
+
+
+def _save_checkpoints(directory, steps):
+  step = tf.Variable(0, dtype=tf.int64)
+  checkpoint = tf.train.Checkpoint(w=tf.Variable(np.arange(1000, dtype=np.float32)), step=step)
+  manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=len(steps))
+  for s in steps:
+    step.assign(s)
+    manager.save(checkpoint_number=s)
+  return [str(directory / f"ckpt-{s}") for s in steps]
+
+
+def _truncate(path, keep):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:keep])
+
+
+def test_read_jsonl_names_the_first_line_that_does_not_parse(tmp_path):
+  path = tmp_path / "history.jsonl"
+  path.write_text('{"step": 1}\n{"step": 2}\n{"st')
+  with pytest.raises(io.DamagedFile, match=r"history.jsonl is damaged \(line 3 is not valid"):
+    io.read_jsonl(str(path))
+  (tmp_path / "r.json").write_text('{"a": [1, 2')
+  with pytest.raises(io.DamagedFile, match="r.json is damaged .not valid JSON"):
+    io.read_json(str(tmp_path / "r.json"))
+
+
+def test_checkpoint_problems(tmp_path):
+  """Whole, truncated data, lost shard, truncated index; the state file is not used."""
+  ten, twenty, thirty, forty = _save_checkpoints(tmp_path, [10, 20, 30, 40])
+  (tmp_path / "checkpoint").write_text("garbage {{")
+  assert checkpoints.newest_first(str(tmp_path)) == [forty, thirty, twenty, ten]
+  assert checkpoints.problem(forty) is None
+  _truncate(forty + ".data-00000-of-00001", -1)
+  assert checkpoints.problem(forty).startswith("data")
+  os.remove(thirty + ".data-00000-of-00001")
+  assert "data shards missing" in checkpoints.problem(thirty)
+  _truncate(twenty + ".index", 20)
+  assert checkpoints.problem(twenty).startswith("index unreadable")
+  assert checkpoints.problem(ten) is None
+
+
+def _run_folder(folder, steps, done_step=None, history=True):
+  _save_checkpoints(folder / "checkpoints", steps)
+  if history:
+    (folder / "history.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in steps))
+  if done_step is not None:
+    (folder / "DONE").write_text(json.dumps({"step": done_step}))
+
+
+def test_damage_tells_what_resuming_recovers_from_what_needs_a_delete(tmp_path):
+  whole = tmp_path / "whole"
+  _run_folder(whole, [2, 4], done_step=4)
+  assert artifacts.damage(str(whole)) == [] and artifacts.is_done(str(whole))
+
+  cases = {}
+  cases["checkpoint"] = tmp_path / "checkpoint"
+  _run_folder(cases["checkpoint"], [2, 4], done_step=4)
+  _truncate(str(cases["checkpoint"] / "checkpoints" / "ckpt-4.data-00000-of-00001"), 10)
+  cases["final_missing"] = tmp_path / "final_missing"
+  _run_folder(cases["final_missing"], [2], done_step=4)
+  cases["marker"] = tmp_path / "marker"
+  _run_folder(cases["marker"], [2, 4], done_step=4)
+  (cases["marker"] / "DONE").write_text('{"step": ')
+  cases["history"] = tmp_path / "history"
+  _run_folder(cases["history"], [2, 4], done_step=4)
+  _truncate(str(cases["history"] / "history.jsonl"), 16)
+  cases["no_history"] = tmp_path / "no_history"
+  _run_folder(cases["no_history"], [2, 4], done_step=4, history=False)
+  cases["no_whole_checkpoint"] = tmp_path / "no_whole_checkpoint"
+  _run_folder(cases["no_whole_checkpoint"], [2])
+  os.remove(cases["no_whole_checkpoint"] / "checkpoints" / "ckpt-2.index")
+  (cases["no_whole_checkpoint"] / "checkpoints" / "ckpt-2.index").write_bytes(b"x")
+
+  found = {name: artifacts.damage(str(folder)) for name, folder in cases.items()}
+  assert all(found.values()) and not any(artifacts.is_done(str(f)) for f in cases.values())
+  recoverable = {name for name, d in found.items() if all(x.delete is None for x in d)}
+  assert recoverable == {"checkpoint", "final_missing", "marker"}
+  for name in ("history", "no_history", "no_whole_checkpoint"):
+    assert [d.delete for d in found[name] if d.delete] == [str(cases[name])], found[name]
+  assert found["history"][0].reason == "line 2 is not valid JSON"
+  assert "step 4" in found["final_missing"][0].reason
+
+
+def test_damage_finds_a_cut_results_file(tmp_path):
+  (tmp_path / "results").mkdir()
+  (tmp_path / "results" / "a.json").write_text('{"schema_version": 1, "payl')
+  (tmp_path / "results" / "b.json").write_text("{}")
+  found = artifacts.damage(str(tmp_path))
+  assert [(d.path, d.delete) for d in found] == [(str(tmp_path / "results" / "a.json"), None)]
+
+
+# --- the pipeline, in process ---------------------------------------------------------
+
+ARGS = [*TINY, "--deterministic", "--variants=scratch,pretrained", "--seeds=0",
+        "--finetune_steps=6", "--analyses=none"]
+
+
+def _exit_code(workdir, embedded_dir):
+  """Runs the command in this process (one TensorFlow start for every case)."""
+  flags.FLAGS.unparse_flags()
+  with pytest.raises(SystemExit) as exit_info:
+    run_main.run([RUN, f"--workdir={workdir}", f"--data_dir={embedded_dir}", *ARGS])
+  return exit_info.value.code or 0
+
+
+def _results(workdir):
+  """results/transfer.json without timing and speed."""
+  def strip(value):
+    if isinstance(value, dict):
+      return {k: strip(v) for k, v in value.items() if "second" not in k and "time" not in k}
+    if isinstance(value, list):
+      return [strip(v) for v in value]
+    return value
+  return strip(io.read_json(os.path.join(workdir, "results", "transfer.json")))
+
+
+def _stamps(folder):
+  return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(embedded_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("damage") / "reference"
+  assert _exit_code(workdir, embedded_dir) == 0
+  return workdir
+
+
+def _damaged_copy(reference, tmp_path):
+  workdir = tmp_path / "work"
+  shutil.copytree(reference, workdir)
+  return workdir
+
+
+RUN_DIR = os.path.join("finetune", "pretrained_k1", "seed0")
+
+
+def _cut_newest_checkpoint(workdir):
+  _truncate(str(workdir / RUN_DIR / "checkpoints" / "ckpt-6.data-00000-of-00001"), 100)
+
+
+def _delete_final_checkpoint(workdir):
+  for name in ("ckpt-6.index", "ckpt-6.data-00000-of-00001"):
+    os.remove(workdir / RUN_DIR / "checkpoints" / name)
+
+
+def _cut_results(workdir):
+  _truncate(str(workdir / "results" / "transfer.json"), 50)
+
+
+def _cut_pretrain_marker(workdir):
+  _truncate(str(workdir / "pretrain" / "DONE"), 5)
+
+
+@pytest.mark.parametrize("damage, warning", [
+    (_cut_newest_checkpoint, "ckpt-6 is damaged (checkpoint: data"),
+    (_delete_final_checkpoint, "the checkpoint of step 6, where the run finished, is missing"),
+    (_cut_results, "transfer.json is damaged (not valid JSON"),
+    (_cut_pretrain_marker, "pretrain/DONE is damaged (not valid JSON"),
+])
+def test_recoverable_damage_is_mended_to_the_undamaged_results(reference, embedded_dir,
+                                                               tmp_path, caplog, damage,
+                                                               warning):
+  workdir = _damaged_copy(reference, tmp_path)
+  damage(workdir)
+  assert _exit_code(workdir, embedded_dir) == 0
+  assert warning in caplog.text
+  assert _results(workdir) == _results(reference)
+  assert artifacts.damage(str(workdir)) == []
+
+
+def _cut_history(workdir):
+  _truncate(str(workdir / RUN_DIR / "history.jsonl"), 30)
+
+
+def _cut_every_checkpoint(workdir):
+  for name in tf.io.gfile.glob(str(workdir / RUN_DIR / "checkpoints" / "*.index")):
+    _truncate(name, 10)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_cut_history, "history.jsonl is damaged (line 1 is not valid JSON); delete "),
+    (_cut_every_checkpoint, "seed0 is damaged (no checkpoint is whole); delete "),
+])
+def test_damage_only_a_delete_mends_is_refused_in_one_line(reference, embedded_dir,
+                                                           tmp_path, capsys, damage,
+                                                           message):
+  workdir = _damaged_copy(reference, tmp_path)
+  damage(workdir)
+  before = _stamps(workdir)
+  code = _exit_code(workdir, embedded_dir)
+  output = capsys.readouterr().err
+  errors = [line for line in output.splitlines() if line.startswith("error:")]
+  assert code == 2 and len(errors) == 1, output[-3000:]
+  assert message in errors[0] and errors[0].endswith(
+      f"{workdir / RUN_DIR} and rerun to train that run again"), errors
+  assert "Traceback" not in output
+  assert _stamps(workdir) == before
