@@ -1,12 +1,19 @@
-"""Damaged artifacts: found before they are trusted, then recovered or refused.
+"""Recovery: killed runs and damaged artifacts give the results of an undamaged run.
 
-Unit tests build damaged files by hand; the pipeline tests damage a copy of one finished
-deterministic run, rerun the command in process, and compare the results with the
-undamaged run's, or check the one-line refusal and that nothing was written.
+* Kill at any point: the command is killed (SIGKILL) when its log shows a given event,
+  started again, killed at the next event, ..., then left to finish; in --deterministic
+  mode its results equal those of one uninterrupted run, apart from timing fields.
+* Damage: unit tests build damaged files by hand; the pipeline tests damage a copy of a
+  finished run, rerun the command in process, and compare the results with the
+  undamaged run's, or check the one-line refusal and that nothing was written.
 """
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 
 from absl import flags
 import numpy as np
@@ -117,7 +124,7 @@ def test_damage_finds_a_cut_results_file(tmp_path):
 # --- the pipeline, in process ---------------------------------------------------------
 
 ARGS = [*TINY, "--deterministic", "--variants=scratch,pretrained", "--seeds=0",
-        "--finetune_steps=6", "--analyses=none"]
+        "--finetune_steps=6"]
 
 
 def _exit_code(workdir, embedded_dir):
@@ -128,15 +135,20 @@ def _exit_code(workdir, embedded_dir):
   return exit_info.value.code or 0
 
 
+def _untimed(value):
+  """A results value without its timing and speed fields."""
+  if isinstance(value, dict):
+    return {k: _untimed(v) for k, v in value.items() if "second" not in k and "time" not in k}
+  if isinstance(value, list):
+    return [_untimed(v) for v in value]
+  return value
+
+
 def _results(workdir):
-  """results/transfer.json without timing and speed."""
-  def strip(value):
-    if isinstance(value, dict):
-      return {k: strip(v) for k, v in value.items() if "second" not in k and "time" not in k}
-    if isinstance(value, list):
-      return [strip(v) for v in value]
-    return value
-  return strip(io.read_json(os.path.join(workdir, "results", "transfer.json")))
+  """Every results/*.json of a workdir, without timing fields."""
+  folder = os.path.join(workdir, "results")
+  return {name: _untimed(io.read_json(os.path.join(folder, name)))
+          for name in sorted(tf.io.gfile.listdir(folder))}
 
 
 def _stamps(folder):
@@ -144,11 +156,48 @@ def _stamps(folder):
           for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _kill_at(args, events):
+  """Starts `run.py args` once per event and kills it (SIGKILL) as soon as its log shows
+  that event, a (regex, n) pair: the n-th line matching regex; then runs it to the end."""
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  for pattern, n in events:
+    process = subprocess.Popen([sys.executable, RUN, *args], cwd=run_main.REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, log = 0, []
+    for line in process.stdout:
+      log.append(line)
+      seen += bool(re.search(pattern, line))
+      if seen == n:
+        process.send_signal(signal.SIGKILL)
+        break
+    process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL, (pattern, "".join(log)[-3000:])
+  result = subprocess.run([sys.executable, RUN, *args], cwd=run_main.REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:]
+
+
 @pytest.fixture(scope="module")
 def reference(embedded_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("damage") / "reference"
   assert _exit_code(workdir, embedded_dir) == 0
   return workdir
+
+
+# Kill points in every stage, in the order the stages run: as a stage starts, between a
+# logged step and its checkpoint, after a run's last step but before its DONE marker,
+# after results are written but before the stage is recorded as done.
+TRANSFER_KILLS = [("stage pretrain: start", 1), ("step 2: ", 1),
+                  ("step 4: ", 2), ("trained to step 6", 1),
+                  ("analyze: wrote", 1), ("stage analysis/alignment: start", 1),
+                  ("stage analysis/attribution: start", 1), ("stage report: start", 1)]
+
+
+def test_killed_at_any_point_the_transfer_run_ends_with_the_uninterrupted_results(
+    reference, embedded_dir, tmp_path):
+  workdir = tmp_path / "work"
+  _kill_at([f"--workdir={workdir}", f"--data_dir={embedded_dir}", *ARGS], TRANSFER_KILLS)
+  assert _results(workdir) == _results(reference)
 
 
 def _damaged_copy(reference, tmp_path):
