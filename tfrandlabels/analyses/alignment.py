@@ -10,12 +10,12 @@ for a random subspace, the transfer function f(sigma), and the top eigenfilters 
 both.
 """
 from absl import flags
-import keras
 import numpy as np
 
 from tfrandlabels import models
 from tfrandlabels.analyses import registry
 from tfrandlabels.analysis import alignment
+from tfrandlabels.analysis import layer_inputs
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.pipeline import flags as flag_lib
 from tfrandlabels.pipeline import plots
@@ -48,13 +48,6 @@ def subspace_overlap_text(overlap, random, k, dim):
           "random subspace (1: the same subspace)")
 
 
-def input_patches(layer, input_shape):
-  """(patch size, stride) of the inputs a first layer sees: its receptive fields."""
-  if isinstance(layer, keras.layers.Conv2D):
-    return tuple(layer.kernel_size), tuple(layer.strides)
-  return tuple(input_shape[:-1]) if len(input_shape) > 1 else tuple(input_shape), (1, 1)
-
-
 def run(model, data, settings):
   layer = models.weight_layers(model)[0]
   kernel = np.asarray(layer.kernel.numpy(), np.float32)
@@ -65,7 +58,7 @@ def run(model, data, settings):
         f"{settings.alignment_max_dim}) to compute it")})
   subspace_k = settings.alignment_subspace_k
   check_subspace_k(subspace_k, dim)
-  patch, stride = input_patches(layer, model.input_shape[1:])
+  patch, stride = layer_inputs.input_patches(layer, model.input_shape[1:])
   _, sigma_x = alignment.patch_covariance(data.batches().map(lambda b: b["image"]), patch,
                                           stride)
   sigma_w = alignment.filter_covariance(kernel)

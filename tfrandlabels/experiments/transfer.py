@@ -26,6 +26,7 @@ from tfrandlabels.analyses import alignment as alignment_analysis
 from tfrandlabels.analyses.registry import AnalysisData
 from tfrandlabels.analysis import alignment
 from tfrandlabels.analysis import curves
+from tfrandlabels.analysis import layer_inputs
 from tfrandlabels.data.corruption import LABEL_MODES
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.experiments import common
@@ -67,6 +68,16 @@ OWN_FLAGS = ("upstream_split", "downstream_split", "test_split", "upstream_label
 # inputs per unit (a 3x3x3 conv sees 27; a dense layer on a 32x32x3 image 3072).
 MAX_TRACKED_DIM = 1024
 TRACK = "alignment"  # The alignment hook's name: its history keys are "alignment/...".
+# Deeper conv layers (Maennel et al., Sec. 2.5) are tracked during pretraining on the
+# first LAYER_SAMPLE_SIZE model-ready images of the upstream split, taken once: their
+# Sigma_x is recomputed from the current activations at each tracked step, so it is an
+# estimate from a sample (for a 3x3 layer behind a 30x30 map, 256 images give ~200k
+# patches for d = 288). They are tracked at about LAYER_TRACK_POINTS log steps spread
+# over pretraining (and at the first), not at every one: with strided_cnn (conv2, d =
+# 144) one costs ~0.12 s on 2 CPU cores, as much as 5 to 10 of its training steps, so 20
+# points over quick.cfg's 2,000 steps add under 10%.
+LAYER_SAMPLE_SIZE = 256
+LAYER_TRACK_POINTS = 20
 
 for _name in ("upstream_split", "downstream_split", "test_split"):
   flag_lib.check_split(_name)
@@ -189,7 +200,7 @@ def first_layer_sigma_x(ctx, source, split):
   cfg = ctx.cfg
   layer = models.weight_layers(build(cfg, 2, 0))[0]
   shape = common.input_shape(cfg, cfg.test_split)
-  patch, stride = alignment_analysis.input_patches(layer, shape)
+  patch, stride = layer_inputs.input_patches(layer, shape)
   if int(np.prod(patch)) * shape[-1] > MAX_TRACKED_DIM:
     return None
   key = {"split": split, "patch": patch, "stride": stride,
@@ -204,11 +215,41 @@ def first_layer_sigma_x(ctx, source, split):
                           array=True)
 
 
-def alignment_hooks(ctx, source, split):
+def tracked_conv_layers(cfg):
+  """Names of the conv layers whose alignment pretraining tracks, first layer first:
+  every conv layer when the first weight layer is one, else none."""
+  model = build(cfg, 2, 0)
+  convs = layer_inputs.conv_layers(model)
+  return [layer.name for layer in convs] if models.weight_layers(model)[0] in convs else []
+
+
+def layer_sample(ctx, source):
+  """The first LAYER_SAMPLE_SIZE model-ready images of a split, [N, H, W, C] numpy."""
+  images = make_input(ctx, source, training=False)().map(lambda b: b["image"]).unbatch()
+  return np.stack(list(images.take(LAYER_SAMPLE_SIZE).as_numpy_iterator()))
+
+
+def layer_every(cfg):
+  """Steps between trackings of deeper layers: about LAYER_TRACK_POINTS of them over
+  pretraining, at log steps (multiples of --log_every)."""
+  logs = -(-cfg.pretrain_steps // (LAYER_TRACK_POINTS * cfg.log_every))
+  return max(logs, 1) * cfg.log_every
+
+
+def alignment_hooks(ctx, source, split, deeper_layers=False):
+  """The alignment hook of a training stage, or none if Sigma_x is too big to track.
+
+  With deeper_layers (pretraining), and a model with conv layers after the first, the
+  hook also tracks them on `layer_sample` of the split, every `layer_every` steps.
+  """
   sigma_x = first_layer_sigma_x(ctx, source, split)
-  return [] if sigma_x is None else [
-      hooks.AlignmentHook(sigma_x, seed=ctx.cfg.label_seed,
-                          subspace_k=ctx.cfg.alignment_subspace_k, name=TRACK)]
+  if sigma_x is None:
+    return []
+  deeper = deeper_layers and len(tracked_conv_layers(ctx.cfg)) > 1
+  return [hooks.AlignmentHook(
+      sigma_x, seed=ctx.cfg.label_seed, subspace_k=ctx.cfg.alignment_subspace_k,
+      name=TRACK, layer_images=layer_sample(ctx, source) if deeper else None,
+      layer_every=layer_every(ctx.cfg), max_layer_dim=MAX_TRACKED_DIM)]
 
 
 # --- stages ---------------------------------------------------------------------------
@@ -226,7 +267,7 @@ def pretrain(ctx):
                                            seed=cfg.pretrain_seed, start_step=start),
       config=common.train_config(cfg, cfg.pretrain_steps, cfg.pretrain_seed),
       strategy=ctx.strategy, model_dir=folder,
-      hooks=alignment_hooks(ctx, upstream_source, cfg.upstream_split))
+      hooks=alignment_hooks(ctx, upstream_source, cfg.upstream_split, deeper_layers=True))
   if ctx.chief:
     artifacts.mark_done(folder, {**record, "realized_label_noise": noise})
 
@@ -285,15 +326,39 @@ def variant_results(cfg, variant, k, histories, scratch_steps, num_classes):
   }
 
 
-def alignment_track(history, sigma_x):
-  """The alignment values a run's history recorded (see hooks.AlignmentHook)."""
-  prefix = f"{TRACK}/"
+TRACK_KEYS = ("misalignment", "misalignment_random_basis", "subspace_overlap",
+              "subspace_overlap_random", "transfer_function")
+
+
+def _recorded(history, prefix, keys):
+  """"step" and each key's values over the records of `history` that hold `prefix`'s."""
   tracked = [r for r in history if f"{prefix}misalignment" in r]
-  sigma = np.sqrt(np.clip(np.linalg.eigvalsh(sigma_x)[::-1], 0, None))
-  return {"sigma": sigma.tolist(), "step": [r["step"] for r in tracked],
-          **{key: [r[prefix + key] for r in tracked]
-             for key in ("misalignment", "misalignment_random_basis", "subspace_overlap",
-                         "subspace_overlap_random", "transfer_function")}}
+  return {"step": [r["step"] for r in tracked],
+          **{key: [r[prefix + key] for r in tracked] for key in keys}}
+
+
+def alignment_track(history, sigma_x, layer_names=()):
+  """The alignment values a run's history recorded (see hooks.AlignmentHook).
+
+  Args:
+    history: the run's records.
+    sigma_x: the first layer's Sigma_x, the hook's.
+    layer_names: the model's conv layers in forward order, the first one the layer of
+      sigma_x; when given, "layers" maps each conv layer with records to its track
+      (`results.LayerTrack`): the first layer's from the unprefixed keys, each deeper
+      one's from its `hooks.layer_key` keys, with its own steps and Sigma_x per step.
+  """
+  sigma = np.sqrt(np.clip(np.linalg.eigvalsh(sigma_x)[::-1], 0, None)).tolist()
+  track = {"sigma": sigma, **_recorded(history, f"{TRACK}/", TRACK_KEYS)}
+  if not layer_names:
+    return track
+  first = {**track, "dim": len(sigma), "sigma": [sigma] * len(track["step"])}
+  layers = {layer_names[0]: first}
+  for index, name in enumerate(layer_names[1:], start=1):
+    deeper = _recorded(history, f"{TRACK}/{hooks.layer_key(index)}/", TRACK_KEYS + ("sigma",))
+    if deeper["step"]:
+      layers[name] = {**deeper, "dim": len(deeper["sigma"][0])}
+  return {**track, "layers": layers}
 
 
 def analyze(ctx):
@@ -309,7 +374,7 @@ def analyze(ctx):
   sigma_up = first_layer_sigma_x(ctx, upstream_source, cfg.upstream_split)
   if sigma_up is not None:
     tracks["upstream"] = alignment_track(io.read_jsonl(ctx.path("pretrain", trainer.HISTORY)),
-                                         sigma_up)
+                                         sigma_up, tracked_conv_layers(cfg))
     if "scratch" in cfg.variants:
       tracks["downstream"] = alignment_track(
           _histories(ctx, "scratch")[0],

@@ -85,6 +85,8 @@ def _summary(payload):
         f"{upstream['misalignment_random_basis'][-1]:.3f}) over {upstream['step'][-1]:,} "
         "steps.")
     lines.append(_subspace_overlap(upstream))
+    if upstream.get("layers"):
+      lines.append(_layer_alignment(upstream["layers"]))
   return lines
 
 
@@ -113,6 +115,22 @@ def _subspace_overlap(track):
       track["subspace_overlap"][-1], track["subspace_overlap_random"][-1], k, dim)
   return (f"First-layer {text} at step {track['step'][-1]:,}; "
           f"{track['subspace_overlap'][0]:.2f} at step {track['step'][0]:,}.")
+
+
+def _layer_alignment(layers):
+  """Every conv layer's last recorded misalignment and overlap, against their baselines."""
+  parts = []
+  for name, track in layers.items():
+    dim = track["dim"]
+    k = round(track["subspace_overlap_random"][-1] * dim)
+    parts.append(f"{name} (d = {dim}, step {track['step'][-1]:,}): M "
+                 f"{track['misalignment'][-1]:.3f} against "
+                 f"{track['misalignment_random_basis'][-1]:.3f} in random bases, top-{k} "
+                 f"overlap {track['subspace_overlap'][-1]:.2f} against {k}/{dim} = "
+                 f"{track['subspace_overlap_random'][-1]:.2f}")
+  return ("Alignment of each conv layer with its own input (the previous layer's output; "
+          "for the first, the image patches) at the end of pretraining: " + "; ".join(parts)
+          + ".")
 
 
 def _speed_reason(entry, variants):
@@ -176,5 +194,23 @@ def sections(ctx, envelope):
                     caption="Misalignment between the eigenvectors of Sigma_x and Sigma_w "
                             "during training (solid), against the same score in random "
                             "orthonormal bases (dashed).")]
+  layers = payload["tracks"].get("upstream", {}).get("layers")
+  if layers:
+    blocks.append(report.Plot(
+        name="layer_alignment", png=report.figure_png(plots.layer_alignment(layers)),
+        caption="Each conv layer's alignment with its own input during pretraining on "
+                "random labels (one column per layer, first layer left). Sigma_x of a "
+                "deeper layer is the covariance of the patches of its input activations "
+                "(the previous layer's output after activation and pooling) on "
+                "a fixed sample of the upstream images, recomputed at each point. Top: "
+                "misalignment M of Sigma_w with Sigma_x (solid) against M in random "
+                "orthonormal bases (dashed); below the baseline means the filters follow "
+                "their input's principal directions. Bottom: overlap of the top-k "
+                "principal subspaces of Sigma_x and Sigma_w (solid) against k/d, the "
+                "expected overlap of a random subspace (dashed). A layer with fewer "
+                "filters than inputs per filter (d) has a singular Sigma_w: M then "
+                "counts mostly the directions outside the filters' span (regularized by "
+                "a ridge), so M and its baseline are both large and close, and the "
+                "subspace overlap is the telling measure."))
   return [report.Section(title="Transfer after random-label pretraining",
                          summary=_summary(payload), blocks=blocks)]

@@ -8,7 +8,7 @@ open in pyplot's registry.
 * `learning_curves`: train accuracy and loss of finetuning runs (Maennel et al., Fig. 1).
 * `attribution`: SmoothGrad and Grad-CAM++ maps of test images, per model.
 * `transfer_function`, `misalignment`, `eigenfilters`: first-layer alignment with the
-  data (Fig. 3 and 4).
+  data (Fig. 3 and 4); `layer_alignment`: every conv layer's with its input (Sec. 2.5).
 * `gaussian`: the transfer function on Gaussian inputs (Fig. 4 left, App. E.1).
 * `volume_panels`, `volume_heat_maps`: the input-space volume element of a feature map
   with the model's predictions and decision boundaries (Zavatone-Veth et al., 2023).
@@ -242,6 +242,58 @@ def misalignment(alignment: Mapping) -> Figure:
               color=line.get_color(), label=f"{name}: random basis")
   axes.set(xlabel="iteration", ylabel="misalignment M", yscale="log")
   axes.legend(fontsize=8)
+  return figure
+
+
+def _misalignment_scale(track: Mapping) -> str:
+  """"log" where a layer's M and its baseline span more than a factor of 10 (an aligned
+  layer's M falls far below the baseline), else "linear", whose ticks read plainly."""
+  values = np.asarray(track["misalignment"] + track["misalignment_random_basis"])
+  return "log" if values.min() > 0 and values.max() > 10 * values.min() else "linear"
+
+
+def layer_alignment(layers: Mapping[str, Mapping]) -> Figure:
+  """Each conv layer's alignment with its input over pretraining (Sec. 2.5 of the paper).
+
+  Args:
+    layers: conv layer name -> its track, in forward order ("step", "dim",
+      "misalignment", "misalignment_random_basis", "subspace_overlap",
+      "subspace_overlap_random"), as `results.LayerTrack` holds it.
+
+  Returns:
+    One column per layer with records: on top the misalignment M between the
+    eigenvectors of the layer's Sigma_x and Sigma_w (solid) against M in random
+    orthonormal bases (dashed), on a log axis where they span more than a factor of
+    10; below the top-k subspace overlap (solid) against k/d, what a random subspace
+    scores (dashed), from 0 to a little above the values.
+  """
+  layers = [(name, track) for name, track in layers.items() if track["step"]]
+  if not layers:
+    raise ValueError("layers must map at least one conv layer to a track with records; "
+                     "the trainer's AlignmentHook writes them to history.jsonl.")
+  figure = report.new_figure(3.6 * len(layers) + 0.6, 5.6)
+  grid = figure.subplots(2, len(layers), squeeze=False, sharex="col")
+  for column, (name, track) in enumerate(layers):
+    k = round(track["subspace_overlap_random"][-1] * track["dim"])
+    top, bottom = grid[0, column], grid[1, column]
+    top.plot(track["step"], track["misalignment"], color="C0", marker=".",
+             label="M, eigenbasis of Sigma_x")
+    top.plot(track["step"], track["misalignment_random_basis"], color="C0", linestyle="--",
+             label="M, random bases (no alignment)")
+    bottom.plot(track["step"], track["subspace_overlap"], color="C1", marker=".",
+                label=f"top-{k} subspace overlap")
+    bottom.plot(track["step"], track["subspace_overlap_random"], color="C1",
+                linestyle="--", label=f"k/d = {k}/{track['dim']} (random subspace)")
+    top.set(title=f"{name} (d = {track['dim']})", yscale=_misalignment_scale(track))
+    # From 0 (orthogonal subspaces) up to a little above the values, at most 1 (the same
+    # subspace): overlaps near k/d would be flat lines on a [0, 1] axis.
+    highest = max(track["subspace_overlap"] + track["subspace_overlap_random"])
+    bottom.set(xlabel="pretraining step", ylim=(0, min(1.02, 1.25 * highest)))
+    for axes in (top, bottom):
+      axes.grid(alpha=0.3)
+      axes.legend(fontsize=7)
+  grid[0, 0].set_ylabel("misalignment M")
+  grid[1, 0].set_ylabel("subspace overlap")
   return figure
 
 

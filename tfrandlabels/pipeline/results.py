@@ -13,7 +13,7 @@ layout or version for a valid one.
 """
 import os
 import typing
-from typing import Dict, List, Optional, TypedDict, Union
+from typing import Dict, List, NotRequired, Optional, TypedDict, Union
 
 from tfrandlabels import io
 from tfrandlabels.errors import ConfigError
@@ -73,13 +73,31 @@ class VariantResult(TypedDict):
   worst_loss_over_ln_c: List[float]  # Per seed: `analysis.curves.worst_loss_ratio`.
 
 
+class LayerTrack(TypedDict):
+  """One conv layer's alignment with its input during pretraining (Maennel et al.,
+  Sec. 2.5): as `AlignmentTrack`, but Sigma_x of a deeper layer is that of its input
+  activations, recomputed at each of its own steps, so `sigma` has one list per step.
+  `dim`: d = kh * kw * cin, the size of Sigma_x.
+  """
+  step: List[int]
+  dim: int
+  sigma: List[List[float]]
+  misalignment: List[float]
+  misalignment_random_basis: List[float]
+  subspace_overlap: List[float]
+  subspace_overlap_random: List[float]
+  transfer_function: List[List[float]]
+
+
 class AlignmentTrack(TypedDict):
   """First-layer alignment recorded during training (`training.hooks.AlignmentHook`).
 
   `sigma`: square roots of Sigma_x's eigenvalues (descending), the x axis of
   `transfer_function` (one list per recorded step). `subspace_overlap`: overlap of the
   top-k principal subspaces of Sigma_x and Sigma_w; `subspace_overlap_random`: its
-  baseline k/d for a random subspace (d = len(sigma)).
+  baseline k/d for a random subspace (d = len(sigma)). `layers` (pretraining of a model
+  whose first weight layer is a conv): conv layer name -> its `LayerTrack`, in forward
+  order, the first layer's repeating the values above.
   """
   sigma: List[float]
   step: List[int]
@@ -88,6 +106,7 @@ class AlignmentTrack(TypedDict):
   subspace_overlap: List[float]
   subspace_overlap_random: List[float]
   transfer_function: List[List[float]]
+  layers: NotRequired[Dict[str, LayerTrack]]
 
 
 class PretrainResult(TypedDict):
@@ -247,16 +266,18 @@ def _type_name(kind) -> str:
 
 def validate(value, kind, where: str = "value") -> None:
   """Raises ConfigError if `value` does not have the layout of `kind` (a TypedDict or
-  typing construct built from them); checks keys and nesting, not number types."""
+  typing construct built from them); checks keys (a `NotRequired` one may be absent) and
+  nesting, not number types."""
   origin, args = typing.get_origin(kind), typing.get_args(kind)
   if typing.is_typeddict(kind):
     if not isinstance(value, dict):
       raise ConfigError(f"{where} must be a {_type_name(kind)} object, got "
                         f"{type(value).__name__}")
     for key, hint in typing.get_type_hints(kind).items():
-      if key not in value:
+      if key in value:
+        validate(value[key], hint, f"{where}.{key}")
+      elif key in kind.__required_keys__:
         raise ConfigError(f"{where} is missing {key!r}")
-      validate(value[key], hint, f"{where}.{key}")
   elif origin is Union:
     if value is None and type(None) in args:
       return
