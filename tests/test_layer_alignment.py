@@ -112,7 +112,7 @@ def test_unsupported_layers_are_refused(images):
 def test_hook_records_every_deeper_layer_as_a_direct_computation(model, images):
   sigma_first = layer_inputs.input_covariances(model, [model.get_layer("conv1")], images)[0]
   hook = hooks.AlignmentHook(sigma_first, seed=3, num_bases=2, subspace_k=4,
-                             layer_images=images, layer_every=20)
+                             layer_images=images, layer_every=20, layer_first=10)
   values = hook(10, model)
   first = hooks.AlignmentHook(sigma_first, seed=3, num_bases=2, subspace_k=4)(10, model)
   assert {key: values[key] for key in first} == first  # The first layer's keys, as before.
@@ -133,7 +133,7 @@ def test_hook_records_every_deeper_layer_as_a_direct_computation(model, images):
       np.testing.assert_allclose(values[prefix + key], value, rtol=1e-4, atol=1e-6,
                                  err_msg=prefix + key)
   assert set(values) == set(first) | {f"layer{i}/{key}" for i in (1, 2) for key in expected}
-  # Deeper layers are tracked at the first call and at multiples of layer_every.
+  # Deeper layers are tracked at layer_first and at multiples of layer_every.
   assert "layer1/misalignment" not in hook(30, model)
   assert "layer1/misalignment" in hook(40, model)
 

@@ -22,3 +22,16 @@ def first_line(error, limit=200):
     if line.strip() and not line[0].isspace() and not line.startswith(_PREAMBLE):
       return line.strip()[:limit]
   return type(error).__name__
+
+
+# What the operating system or a remote store says when storage, not the program, fails.
+_STORAGE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                     "Permission denied", "Error executing an HTTP request")
+
+
+def storage_failure(error, limit=300):
+  """A one-line description of `error` if it is a storage failure (a full disk, a
+  read-only or forbidden path, an unreachable bucket), else None: a bug, which keeps
+  its traceback. All of its lines are kept: TensorFlow puts the path on a second one."""
+  text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+  return text[:limit] if any(s in text for s in _STORAGE_FAILURES) else None

@@ -1,4 +1,5 @@
 """File helpers over tf.io.gfile, so local, gs:// and ram:// paths all work."""
+import contextlib
 import json
 import os
 import uuid
@@ -33,12 +34,14 @@ def atomic_write(path, text, overwrite=True):
   # of that name, so `path` would seem to exist while its temporary file does.
   temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
   mode = "wb" if isinstance(text, bytes) else "w"
-  with tf.io.gfile.GFile(temporary, mode) as f:
-    f.write(text)
   try:
+    with tf.io.gfile.GFile(temporary, mode) as f:
+      f.write(text)
     tf.io.gfile.rename(temporary, path, overwrite=overwrite)
-  except tf.errors.AlreadyExistsError:
-    tf.io.gfile.remove(temporary)
+  except (tf.errors.OpError, OSError):
+    # A full disk or a refused rename: leave no partial temporary file behind.
+    with contextlib.suppress(tf.errors.OpError, OSError):
+      tf.io.gfile.remove(temporary)
     raise
 
 

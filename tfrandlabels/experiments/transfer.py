@@ -249,7 +249,8 @@ def alignment_hooks(ctx, source, split, deeper_layers=False):
   return [hooks.AlignmentHook(
       sigma_x, seed=ctx.cfg.label_seed, subspace_k=ctx.cfg.alignment_subspace_k,
       name=TRACK, layer_images=layer_sample(ctx, source) if deeper else None,
-      layer_every=layer_every(ctx.cfg), max_layer_dim=MAX_TRACKED_DIM)]
+      layer_every=layer_every(ctx.cfg), layer_first=ctx.cfg.log_every,
+      max_layer_dim=MAX_TRACKED_DIM)]
 
 
 # --- stages ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A user error (a bad flag value, a missing file, a data set that cannot serve a
 split: `ConfigError`, or absl's own flag errors) prints one line, `error: ...`, and
 exits with status 2, before anything is written. A diverged run exits with 1, a
 multi-worker run that lost a worker (or a remote service) with 3, a run stopped by
-SIGTERM (preemption; see `training.preemption`) with 4, each with one line.
+SIGTERM (preemption; see `training.preemption`) with 4, a run whose storage failed (a
+full disk, a read-only or forbidden path, an unreachable bucket) with 5, each with one
+line.
 Any other exception is a bug and keeps its traceback.
 """
 import re
@@ -24,6 +26,7 @@ USAGE_ERROR = 2
 DIVERGED = 1
 PEER_LOST = 3
 PREEMPTED = 4
+STORAGE_FAILED = 5
 
 
 def fail(message, code=USAGE_ERROR, prefix="error"):
@@ -67,5 +70,11 @@ def start(main, argv):
       fail(f"lost contact with another worker or a remote service ({errors.first_line(e)}); "
            "when all are back, start the same command on every worker: it resumes from "
            "the last checkpoint", PEER_LOST)
+    except (tf.errors.OpError, OSError) as e:
+      failure = errors.storage_failure(e)
+      if failure is None:
+        raise
+      fail(f"storage failed: {failure}; every write is atomic, so what finished is kept: "
+           "fix the storage and run the same command to resume", STORAGE_FAILED)
 
   app.run(guarded, argv=argv, flags_parser=parse_flags)

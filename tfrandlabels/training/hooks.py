@@ -66,7 +66,7 @@ class AlignmentHook:
   Deeper conv layers (Maennel et al., Sec. 2.5), when `layer_images` is given: the
   data of conv layer i >= 1 (in forward order) is its input, the previous layers'
   output, which changes as they train; so at the first call and at every step that is
-  a multiple of `layer_every` its Sigma_x is recomputed from the current model on the
+  a multiple of `layer_every`, and at `layer_first` (the first log step), its Sigma_x is recomputed from the current model on the
   fixed `layer_images` (`layer_inputs.input_covariances`, one forward pass with
   training=False), and the same values are recorded under `layer<i>/` (e.g.
   `alignment/layer1/misalignment`), with `layer<i>/sigma`, the square roots of Sigma_x's
@@ -83,14 +83,17 @@ class AlignmentHook:
     name: prefixes the recorded keys; distinct per hook of one run.
     layer_images: model-ready images [N, H, W, C] on which deeper conv layers' inputs
       are computed, or None to track only the first layer.
-    layer_every: deeper layers are tracked at the steps that are multiples of it (and
-      at the first call), which bounds their cost; a multiple of the log interval.
+    layer_every: deeper layers are tracked at the steps that are multiples of it, which
+      bounds their cost; a multiple of the log interval.
+    layer_first: a step at which deeper layers are tracked too: the first log step, so
+      the track starts near initialization. A step, not "the first call", so that a
+      resumed run records what an uninterrupted one does.
     max_layer_dim: largest d of a tracked deeper layer.
   """
 
   def __init__(self, sigma_x, layer_index=0, seed=0, num_bases=5,
                subspace_k=alignment.SUBSPACE_K, name="alignment", layer_images=None,
-               layer_every=1, max_layer_dim=1024):
+               layer_every=1, layer_first=None, max_layer_dim=1024):
     self.name = name
     self._sigma_x = np.asarray(sigma_x, np.float64)
     alignment.random_subspace_overlap(self._sigma_x.shape[0], subspace_k)  # Checks k.
@@ -102,17 +105,16 @@ class AlignmentHook:
     if not (isinstance(layer_every, int) and layer_every >= 1):
       raise ValueError(f"layer_every must be an int >= 1, got {layer_every!r}.")
     self._layer_every = layer_every
+    self._layer_first = layer_first
     self._max_layer_dim = max_layer_dim
-    self._called = False
 
   def __call__(self, step, model):
     kernel = weight_layers(model)[self._layer_index].kernel.numpy()
     values = alignment_values(self._sigma_x, kernel, subspace_k=self._subspace_k,
                               **self._scores)
     if self._layer_images is not None and (step % self._layer_every == 0
-                                           or not self._called):
+                                           or step == self._layer_first):
       values.update(self._deeper_layer_values(model))
-    self._called = True
     return values
 
   def _deeper_layer_values(self, model):

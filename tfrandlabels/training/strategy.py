@@ -1,4 +1,6 @@
 """Chooses a tf.distribute strategy from one flag, so every run is the same code."""
+import json
+import os
 import socket
 
 import tensorflow as tf
@@ -41,6 +43,31 @@ def _mirrored():
   return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
 
 
+def check_tf_config(text):
+  """Raises ValueError, naming TF_CONFIG, unless `text` describes a cluster with this
+  task in it: {"cluster": {type: [host:port, ...]}, "task": {"type": ..., "index": i}}.
+  TensorFlow would otherwise fail deep inside, or wait for a worker that never comes."""
+  if not text:
+    raise ValueError("TF_CONFIG is not set; multi_worker_mirrored reads the cluster from it")
+  try:
+    config = json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e})") from None
+  cluster = config.get("cluster") if isinstance(config, dict) else None
+  task = config.get("task") if isinstance(config, dict) else None
+  if not (isinstance(cluster, dict) and cluster and all(
+      isinstance(v, list) and v and all(isinstance(a, str) for a in v)
+      for v in cluster.values())):
+    raise ValueError('TF_CONFIG needs "cluster": {type: ["host:port", ...]}, got '
+                     f"{cluster!r}")
+  sizes = ", ".join(f"{k}: {len(v)}" for k, v in sorted(cluster.items()))
+  if not (isinstance(task, dict) and task.get("type") in cluster
+          and isinstance(task.get("index"), int)
+          and 0 <= task["index"] < len(cluster[task["type"]])):
+    raise ValueError(f'TF_CONFIG "task" {task!r} is not a task of its cluster ({sizes}); '
+                     'give this worker\'s {"type": ..., "index": ...}')
+
+
 def make_strategy(name="auto", tpu=None):
   """Returns the strategy named by `--strategy` (see STRATEGIES).
 
@@ -64,6 +91,7 @@ def make_strategy(name="auto", tpu=None):
   if name == "mirrored":
     return _mirrored()
   if name == "multi_worker_mirrored":
+    check_tf_config(os.environ.get("TF_CONFIG"))
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "one_device":
     device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
