@@ -200,6 +200,43 @@ def test_killed_at_any_point_the_transfer_run_ends_with_the_uninterrupted_result
   assert _results(workdir) == _results(reference)
 
 
+def _small_run(name, tmp_path, embedded_dir, planted_dir):
+  """Flags of a deterministic seconds-long run of experiment `name` (its flagfile first:
+  a later --workdir overrides the flagfile's), and where to kill it:
+  in the middle of training (a step logged, its checkpoint maybe not yet saved) and as an
+  analysis starts."""
+  loop = ["--deterministic", "--log_every=5", "--steps_per_loop=5", "--checkpoint_every=5"]
+  if name == "gaussian":
+    setting = tmp_path / "tiny.cfg"
+    setting.write_text("--dim=4\n--variance_min=0.5\n--variance_max=2\n--widths=16,8\n"
+                       "--samples=256\n")
+    return ([f"--flagfile={run_main.REPO}/gaussian.cfg", f"--gaussian_settings={setting}",
+             "--gaussian_steps=15", "--batch_size=32", *loop],
+            [("step 10: ", 1), ("stage analyze: start", 1)])
+  if name == "geometry_toy":
+    return ([f"--flagfile={run_main.REPO}/geometry_toy.cfg", "--geometry_xor_steps=10",
+             "--geometry_sinusoid_steps=10", "--geometry_deep_steps=10",
+             "--volume_resolution=6", "--analyses=volume_element", *loop],
+            [("step 5: ", 2), ("stage analysis/volume_element: start", 1)])
+  return ([f"--flagfile={run_main.REPO}/shortcuts.cfg", f"--data_dir={planted_dir}",
+           "--shortcuts_datasets=planted_high", "--shortcuts_steps=10",
+           "--learning_order_images=32", "--dominant_frequencies_images=2",
+           "--shortcut_test_shifts=noise:0.05", *loop],
+          [("step 5: ", 1), ("stage analysis/dominant_frequencies: start", 1)])
+
+
+@pytest.mark.parametrize("name", ["gaussian", "geometry_toy", "frequency_shortcuts"])
+def test_killed_in_training_and_analysis_every_experiment_ends_with_the_same_results(
+    name, tmp_path, embedded_dir, planted_dir):
+  args, kills = _small_run(name, tmp_path, embedded_dir, planted_dir)
+  flags.FLAGS.unparse_flags()
+  with pytest.raises(SystemExit) as exit_info:
+    run_main.run([RUN, *args, f"--workdir={tmp_path / 'reference'}"])
+  assert not exit_info.value.code
+  _kill_at([*args, f"--workdir={tmp_path / 'work'}"], kills)
+  assert _results(tmp_path / "work") == _results(tmp_path / "reference")
+
+
 def _damaged_copy(reference, tmp_path):
   workdir = tmp_path / "work"
   shutil.copytree(reference, workdir)
