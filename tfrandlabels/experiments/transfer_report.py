@@ -133,6 +133,18 @@ def _layer_alignment(layers):
           + ".")
 
 
+def _depths(variants):
+  """{variant: speed-up at each k} for the variants run at more than one depth k."""
+  depths = {}
+  for entry in variants.values():
+    speedup = entry["speedup_over_scratch"]
+    if entry["variant"] != "scratch" and speedup is not None:
+      depths.setdefault(entry["variant"], []).append({"k": entry["transfer_layers"], **{
+          key: speedup[key] for key in ("ratio", "ci95_low", "ci95_high")}})
+  return {v: sorted(points, key=lambda p: p["k"]) for v, points in depths.items()
+          if len(points) > 1}
+
+
 def _speed_reason(entry, variants):
   if "scratch" not in variants:
     return "no scratch run"
@@ -182,6 +194,14 @@ def sections(ctx, envelope):
                      rows=[[n, len(e["seeds"]), _steps(e), _speedup(e),
                             _accuracy(e["final_test_accuracy"])] for n, e in variants.items()],
                      numeric=(1, 3, 4))]
+  depths = _depths(variants)
+  if depths:
+    blocks.append(report.Plot(
+        name="transfer_depth", png=report.figure_png(plots.speedup_by_depth(depths)),
+        caption="Speed-up over scratch against the number k of layers transferred, with "
+                "95% bootstrap intervals over seeds. Maennel et al. find early layers "
+                "generalize and later ones specialize: the speed-up can fall, even below "
+                "1x, as k grows."))
   tracks = {n: t for n, t in payload["tracks"].items() if t["step"]}
   if tracks:
     blocks += [

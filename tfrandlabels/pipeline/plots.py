@@ -245,6 +245,38 @@ def misalignment(alignment: Mapping) -> Figure:
   return figure
 
 
+def speedup_by_depth(depths: Mapping[str, Sequence[Mapping]]) -> Figure:
+  """Speed-up over scratch against the number k of transferred layers.
+
+  Args:
+    depths: {variant: [{"k", "ratio", "ci95_low", "ci95_high"}, ...]}, k ascending; a
+      ratio of None (a seed missed the target) is left out, an interval of None drawn
+      without error bar.
+
+  Returns:
+    One panel: per variant, the speed-up at each k with its 95% interval, and the line
+    of no speed-up (1x). Above it, the transferred layers help; below, they hurt.
+  """
+  figure = report.new_figure(6, 3.6)
+  axes = figure.subplots()
+  for offset, (variant, points) in zip(np.linspace(-0.1, 0.1, max(len(depths), 1)),
+                                       depths.items()):
+    points = [p for p in points if p["ratio"] is not None]
+    ks = np.array([p["k"] for p in points], float) + offset
+    ratios = np.array([p["ratio"] for p in points])
+    low = np.array([p["ratio"] if p["ci95_low"] is None else p["ci95_low"] for p in points])
+    high = np.array([p["ratio"] if p["ci95_high"] is None else p["ci95_high"]
+                     for p in points])
+    axes.errorbar(ks, ratios, yerr=[ratios - low, high - ratios], marker="o", capsize=3,
+                  label=variant)
+  axes.axhline(1.0, color="grey", linestyle=":", label="scratch (1x)")
+  every_k = sorted({p["k"] for points in depths.values() for p in points})
+  axes.set_xticks(every_k)
+  axes.set(xlabel="transferred layers k", ylabel="speed-up over scratch")
+  axes.legend(fontsize=8)
+  return figure
+
+
 def _misalignment_scale(track: Mapping) -> str:
   """"log" where a layer's M and its baseline span more than a factor of 10 (an aligned
   layer's M falls far below the baseline), else "linear", whose ticks read plainly."""

@@ -52,7 +52,9 @@ def problem(prefix):
   misses (a flipped byte) still fails the restore, whose checksums catch it.
   """
   try:
-    reader = tf.train.load_checkpoint(prefix)
+    # Not tf.train.load_checkpoint: it takes `prefix` for a folder where the file system
+    # says it is one, as ram:// does for any prefix of a file's name (ckpt-2.index).
+    reader = tf.compat.v1.train.NewCheckpointReader(prefix)
   except tf.errors.OpError as e:
     return f"index unreadable: {errors.first_line(e, limit=120)}"
   shards = tf.io.gfile.glob(prefix + ".data-*-of-*")
