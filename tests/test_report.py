@@ -14,6 +14,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from tfrandlabels.analysis import curves
+from tfrandlabels.experiments import transfer_report
 from tfrandlabels.pipeline import plots, report
 
 CONFIG = {"model": "simple_cnn", "learning_rate": 0.01, "seeds": [0, 1], "data_dir": None}
@@ -280,3 +281,27 @@ def test_no_module_of_the_package_imports_pyplot_or_sets_the_backend():
       os.path.join(package, "*", "*.py"))
   assert plots.__file__ in sources
   assert [path for path in sources if forbidden.search(read(path))] == []
+
+
+def test_transfer_depth_points_and_figure():
+  """Variants run at several k give one point per k (scratch and single-k variants none);
+  each point's error bar spans its bootstrap interval."""
+  def entry(variant, k, ratio, low=None, high=None):
+    speedup = None if variant == "scratch" else {"ratio": ratio, "ci95_low": low,
+                                                  "ci95_high": high}
+    return {"variant": variant, "transfer_layers": k, "speedup_over_scratch": speedup}
+  variants = {"scratch": entry("scratch", 1, None),
+              "pretrained_k2": entry("pretrained", 2, 0.9, 0.7, 1.1),
+              "pretrained_k1": entry("pretrained", 1, 1.5, 1.2, 1.8),
+              "covariance_k1": entry("covariance", 1, 1.3)}
+  depths = transfer_report._depths(variants)
+  assert depths == {"pretrained": [{"k": 1, "ratio": 1.5, "ci95_low": 1.2, "ci95_high": 1.8},
+                                   {"k": 2, "ratio": 0.9, "ci95_low": 0.7, "ci95_high": 1.1}]}
+  figure = plots.speedup_by_depth(depths)
+  axes = figure.axes[0]
+  bars = [c for c in axes.collections if c.get_segments()]
+  np.testing.assert_allclose([s[:, 1] for s in bars[0].get_segments()],
+                             [[1.2, 1.8], [0.7, 1.1]])
+  assert sorted(t.get_text() for t in axes.get_legend().get_texts()) == ["pretrained",
+                                                                     "scratch (1x)"]
+  assert plt.get_fignums() == []
