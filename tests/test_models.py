@@ -102,6 +102,15 @@ def test_vgg16_has_13_convs_and_one_linear_classifier(built):
   assert model.count_params() == expected + 512 * NUM_CLASSES + NUM_CLASSES
 
 
+def test_vgg16_width_divisor_keeps_the_depth_and_divides_the_channels():
+  model = models.build_model("vgg16", NUM_CLASSES, CIFAR_SHAPE, width_divisor=8)
+  assert _names(model) == [f"conv{i}" for i in range(1, 14)] + ["logits"]
+  widths = (8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64)
+  assert [layer.kernel.shape[-1] for layer in models.weight_layers(model)[:-1]] == list(widths)
+  expected = sum(_conv(3, cin, cout, bias=True) for cin, cout in zip((3, *widths[:-1]), widths))
+  assert model.count_params() == expected + 64 * NUM_CLASSES + NUM_CLASSES
+
+
 def test_vgg16_batch_norm_drops_conv_bias():
   model = models.build_model("vgg16", NUM_CLASSES, CIFAR_SHAPE, batch_norm=True)
   batch_norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -243,6 +252,7 @@ def test_a_registered_function_becomes_a_model():
     ("wrn28_4", {"dropout": 1.0}, r"dropout=1.0"),
     ("wrn28_4", {"first_kernel_size": 0}, r"first_kernel_size=0"),
     ("vgg16", {"batch_norm": "yes"}, r"batch_norm='yes'"),
+    ("vgg16", {"width_divisor": 0}, r"width_divisor=0"),
     ("simple_cnn", {"hidden": -4}, r"hidden=-4"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(name, kwargs, match):
