@@ -1,10 +1,11 @@
 """pytest_test: one Bazel test target that runs one pytest file with tests/bazel_pytest.py."""
 
-def pytest_test(src):
+def pytest_test(src, tags = []):
     """Declares a py_test named after `src` (tests/test_x.py -> test_x).
 
     `long` (15 min) leaves room for the slow end-to-end and multi-process tests;
-    pytest-timeout bounds each test case.
+    pytest-timeout bounds each test case. `tags`: e.g. ["end_to_end"], which .bazelrc
+    leaves out of `bazel test //...` (see README, Tests).
     """
     native.py_test(
         name = src[len("tests/"):-len(".py")],
@@ -17,4 +18,5 @@ def pytest_test(src):
         legacy_create_init = False,
         main = "tests/bazel_pytest.py",
         deps = [":test_support"],
+        tags = tags,
     )
