@@ -20,6 +20,7 @@ setuptools.setup(
         "importlib_resources",  # Needed by tensorflow-datasets, which does not declare it.
         "Pillow",
         "requests",  # TFDS downloads with it; its errors name a failed download.
+        "typing_extensions",  # NotRequired on Python 3.10 (pipeline/results.py).
         # The `embedded` data set is built from the sample photographs shipped in this
         # release; pinning it keeps the data set byte-identical everywhere.
         "scikit-image==0.26.0",

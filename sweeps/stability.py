@@ -88,9 +88,11 @@ def main():
         for name, h in histories(workdir).items()}
     for name, row in table[label(setting)].items():
       print(f"{label(setting)}  {name}: {json.dumps(row)}", flush=True)
-  io.write_json(os.path.join(args.workdir, "sweep.json"), table)
+    # After each setting, so a failing one keeps the table of those before it.
+    io.write_json(os.path.join(args.workdir, "sweep.json"), table)
   spiking = [s for s, runs in table.items() if any(r["spikes"] for r in runs.values())]
-  print(f"settings with a spike (loss > {curves.SPIKE_RATIO:g} ln C): {len(spiking)} of {len(table)}")
+  print(f"settings with a spike (loss > {curves.SPIKE_RATIO:g} ln C): {len(spiking)} of "
+        f"{len(table)}")
 
 
 if __name__ == "__main__":

@@ -142,3 +142,12 @@ def test_the_heartbeat_is_rewritten_while_held(workdir, monkeypatch):
   assert {k: v for k, v in beat.items() if k != "heartbeat"} == {
       k: v for k, v in mine.items() if k != "heartbeat"}
   assert not tf.io.gfile.exists(_lock_path(workdir))
+
+
+def test_a_lock_with_this_process_id_not_held_here_is_taken_over(workdir, caplog):
+  """A container restarted in place keeps its host name and often its process id."""
+  holder = _plant(workdir)
+  with caplog.at_level(logging.WARNING):
+    with lock.held(workdir) as mine:
+      assert io.read_json(_lock_path(workdir)) == mine != holder
+  assert "its process id is this process's own (a restarted container?)" in caplog.text

@@ -54,6 +54,9 @@ def test_read_jsonl_names_the_first_line_that_does_not_parse(tmp_path):
   (tmp_path / "r.json").write_text('{"a": [1, 2')
   with pytest.raises(io.DamagedFile, match="r.json is damaged .not valid JSON"):
     io.read_json(str(tmp_path / "r.json"))
+  (tmp_path / "garbage.json").write_bytes(b"\xff\xfe\x00")  # Not even UTF-8.
+  with pytest.raises(io.DamagedFile, match="garbage.json is damaged .not valid JSON"):
+    io.read_json(str(tmp_path / "garbage.json"))
 
 
 def test_checkpoint_problems(tmp_path):
@@ -73,8 +76,10 @@ def test_checkpoint_problems(tmp_path):
 
 def _run_folder(folder, steps, done_step=None, history=True):
   _save_checkpoints(folder / "checkpoints", steps)
-  if history:
-    (folder / "history.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in steps))
+  if history:  # Logged up to where the run finished, whatever checkpoints are left.
+    logged = sorted(set(steps) | ({done_step} if done_step else set()))
+    (folder / "history.jsonl").write_text("".join(json.dumps({"step": s}) + "\n"
+                                                  for s in logged))
   if done_step is not None:
     (folder / "DONE").write_text(json.dumps({"step": done_step}))
 
@@ -96,6 +101,12 @@ def test_damage_tells_what_resuming_recovers_from_what_needs_a_delete(tmp_path):
   cases["history"] = tmp_path / "history"
   _run_folder(cases["history"], [2, 4], done_step=4)
   _truncate(str(cases["history"] / "history.jsonl"), 16)
+  cases["history_emptied"] = tmp_path / "history_emptied"
+  _run_folder(cases["history_emptied"], [2, 4], done_step=4)
+  (cases["history_emptied"] / "history.jsonl").write_text("")
+  cases["history_cut_at_a_line_end"] = tmp_path / "history_cut_at_a_line_end"
+  _run_folder(cases["history_cut_at_a_line_end"], [2, 4], done_step=4)
+  (cases["history_cut_at_a_line_end"] / "history.jsonl").write_text('{"step": 2}\n')
   cases["no_history"] = tmp_path / "no_history"
   _run_folder(cases["no_history"], [2, 4], done_step=4, history=False)
   cases["no_whole_checkpoint"] = tmp_path / "no_whole_checkpoint"
@@ -107,7 +118,8 @@ def test_damage_tells_what_resuming_recovers_from_what_needs_a_delete(tmp_path):
   assert all(found.values()) and not any(artifacts.is_done(str(f)) for f in cases.values())
   recoverable = {name for name, d in found.items() if all(x.delete is None for x in d)}
   assert recoverable == {"checkpoint", "final_missing", "marker"}
-  for name in ("history", "no_history", "no_whole_checkpoint"):
+  for name in ("history", "history_emptied", "history_cut_at_a_line_end", "no_history",
+               "no_whole_checkpoint"):
     assert [d.delete for d in found[name] if d.delete] == [str(cases[name])], found[name]
   assert found["history"][0].reason == "line 2 is not valid JSON"
   assert "step 4" in found["final_missing"][0].reason

@@ -156,6 +156,7 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
      "no image files (.png, .jpg, .jpeg, .gif, .bmp) found"),
     (["--shortcut_test_shifts=noise:x"], "--shortcut_test_shifts=noise:x must be a comma list"),
     (["--model_options=filters"], "--model_options=filters must be NAME=VALUE pairs"),
+    (["--model_options=seed=3"], "(init_scale and seed have flags of their own)"),
     (["--model_options=width=3"], "--model=simple_cnn --model_options=width=3: width: unknown "
                                   "option for model='simple_cnn'; allowed: filters, hidden"),
     (["--dataset=folder:/nonexistent"], "no such directory"),

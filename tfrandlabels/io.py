@@ -38,8 +38,8 @@ def atomic_write(path, text, overwrite=True):
     with tf.io.gfile.GFile(temporary, mode) as f:
       f.write(text)
     tf.io.gfile.rename(temporary, path, overwrite=overwrite)
-  except (tf.errors.OpError, OSError):
-    # A full disk or a refused rename: leave no partial temporary file behind.
+  except BaseException:
+    # A full disk, a refused rename, SIGTERM: leave no partial temporary file behind.
     with contextlib.suppress(tf.errors.OpError, OSError):
       tf.io.gfile.remove(temporary)
     raise
@@ -61,11 +61,11 @@ def read_json(path, default=None):
   """Reads a JSON file; `default` if it does not exist; DamagedFile if it does not parse."""
   if not tf.io.gfile.exists(path):
     return default
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
   try:
-    return json.loads(text)
-  except ValueError as e:
+    return json.loads(data)
+  except ValueError as e:  # UnicodeDecodeError is one too.
     raise DamagedFile(path, f"not valid JSON: {e}") from None
 
 
@@ -74,14 +74,14 @@ def read_jsonl(path):
   first line that does not parse."""
   if not tf.io.gfile.exists(path):
     return []
-  with tf.io.gfile.GFile(path) as f:
+  with tf.io.gfile.GFile(path, "rb") as f:
     lines = f.read().splitlines()
   records = []
   for number, line in enumerate(lines, 1):
     if line.strip():
       try:
         records.append(json.loads(line))
-      except ValueError:
+      except ValueError:  # UnicodeDecodeError is one too.
         raise DamagedFile(path, f"line {number} is not valid JSON") from None
   return records
 

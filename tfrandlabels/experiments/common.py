@@ -155,6 +155,8 @@ def make_input(ctx, source, *, training, stats_split, seed=0, start_step=0):
 
 
 def _option_value(text):
+  if text in ("true", "false"):
+    return text == "true"
   if "/" in text:
     return tuple(int(part) for part in text.split("/"))
   try:
@@ -164,18 +166,22 @@ def _option_value(text):
 
 
 def parse_model_options(text):
-  """'filters=64,widths=16/32,dropout=0.1' -> {'filters': 64, 'widths': (16, 32), ...}."""
+  """'filters=64,widths=16/32,batch_norm=true' -> {'filters': 64, 'widths': (16, 32),
+  'batch_norm': True}; init_scale and seed have flags of their own."""
   options = {}
   for pair in filter(None, text.split(",")):
     name, sep, value = pair.partition("=")
     if not sep or not name.isidentifier() or name in options:
       raise ValueError(f"{pair!r} is not a new NAME=VALUE pair")
+    if name in ("init_scale", "seed"):
+      raise ValueError(f"{name} has a flag of its own")
     options[name] = _option_value(value)
   return options
 
 
 flag_lib.check_parses("model_options", parse_model_options,
-                      "must be NAME=VALUE pairs separated by commas, e.g. filters=64,hidden=64",
+                      "must be NAME=VALUE pairs separated by commas, e.g. filters=64,hidden=64 "
+                      "(init_scale and seed have flags of their own)",
                       optional=True)
 
 

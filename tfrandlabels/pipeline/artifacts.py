@@ -44,8 +44,12 @@ def _run_damage(folder, files):
   """The damage in a training run's folder: its history, DONE marker and checkpoints."""
   found = []
   history = os.path.join(folder, HISTORY)
+  records = None
   if HISTORY in files:
-    found += _json_damage(history, io.read_jsonl, delete=folder)
+    try:
+      records = io.read_jsonl(history)
+    except io.DamagedFile as e:
+      found.append(Damage(history, e.reason, delete=folder))
   done = None
   if MARKER in files:
     marker = os.path.join(folder, MARKER)
@@ -55,6 +59,11 @@ def _run_damage(folder, files):
       found.append(Damage(marker, e.reason))
     if HISTORY not in files:
       found.append(Damage(history, "missing from a finished run", delete=folder))
+    elif (records is not None and isinstance(done, dict)
+          and (not records or records[-1].get("step") != done.get("step"))):
+      # Cut at a line's end, or emptied: it parses, but the run's last records are gone.
+      found.append(Damage(history, f"ends before the run's last step {done.get('step')}",
+                          delete=folder))
   prefixes = checkpoints.newest_first(os.path.join(folder, checkpoints.FOLDER))
   whole, damaged = None, []
   for prefix in prefixes:
@@ -90,6 +99,8 @@ def damage(path) -> List[Damage]:
   for folder, subfolders, files in tf.io.gfile.walk(path):
     if os.path.basename(folder.rstrip("/")) == checkpoints.FOLDER:
       continue
+    # gs:// lists folders with a trailing slash.
+    subfolders = {s.rstrip("/") for s in subfolders}
     run = MARKER in files or HISTORY in files or checkpoints.FOLDER in subfolders
     if run:
       found += _run_damage(folder, files)

@@ -34,6 +34,11 @@ def fail(message, code=USAGE_ERROR, prefix="error"):
   sys.exit(code)
 
 
+def _storage_failed(error):
+  fail(f"storage failed: {errors.storage_failure(error)}; every write is atomic, so what "
+       "finished is kept: fix the storage and run the same command to resume", STORAGE_FAILED)
+
+
 def parse_flags(argv):
   """absl's parser, with a bad flag reported in one line instead of the usage text."""
   try:
@@ -67,14 +72,14 @@ def start(main, argv):
       logging.error("%s", e)
       fail(e, DIVERGED)
     except tf.errors.UnavailableError as e:
+      if errors.storage_failure(e):
+        _storage_failed(e)
       fail(f"lost contact with another worker or a remote service ({errors.first_line(e)}); "
            "when all are back, start the same command on every worker: it resumes from "
            "the last checkpoint", PEER_LOST)
     except (tf.errors.OpError, OSError) as e:
-      failure = errors.storage_failure(e)
-      if failure is None:
+      if errors.storage_failure(e) is None:
         raise
-      fail(f"storage failed: {failure}; every write is atomic, so what finished is kept: "
-           "fix the storage and run the same command to resume", STORAGE_FAILED)
+      _storage_failed(e)
 
   app.run(guarded, argv=argv, flags_parser=parse_flags)

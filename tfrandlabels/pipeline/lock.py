@@ -50,6 +50,8 @@ _IDENTITY = ("host", "pid", "started")
 # Looks before giving up: each retry needs another run to create LOCK between our look
 # and our write, and to be gone again by our next look.
 _ATTEMPTS = 3
+# The LOCK files this process holds: a record with this process's id is live only if so.
+_HELD = set()
 
 
 def _holder(path):
@@ -71,9 +73,12 @@ def _describe(holder):
   return f"host {holder['host']}, process {holder['pid']}, started {holder['started']}"
 
 
-def _why_dead(holder):
+def _why_dead(holder, path):
   """Why the run named in `holder` no longer runs, or None if it may."""
   if holder["host"] == socket.gethostname():
+    if holder["pid"] == os.getpid() and path not in _HELD:
+      # A container restarted in place keeps its host name and often its process id.
+      return "its process id is this process's own (a restarted container?)"
     try:
       os.kill(holder["pid"], 0)
     except ProcessLookupError:
@@ -93,7 +98,7 @@ def _acquire(workdir, path):
   for _ in range(_ATTEMPTS):
     holder = _holder(path)
     if holder:
-      why = _why_dead(holder)
+      why = _why_dead(holder, path)
       if why is None:
         raise ConfigError(f"--workdir={workdir} is in use by another run ({_describe(holder)}"
                           "); wait for it to end or choose another --workdir")
@@ -139,6 +144,7 @@ def held(workdir):
   """
   path = os.path.join(workdir, LOCK_FILE)
   mine = _acquire(workdir, path)
+  _HELD.add(path)
   stop = threading.Event()
   heartbeat = threading.Thread(target=_beat, args=(workdir, path, mine, stop), daemon=True,
                                name="workdir-lock-heartbeat")
@@ -146,6 +152,7 @@ def held(workdir):
   try:
     yield mine
   finally:
+    _HELD.discard(path)
     stop.set()
     heartbeat.join()
     if _ours(path, mine):

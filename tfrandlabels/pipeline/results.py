@@ -13,7 +13,9 @@ layout or version for a valid one.
 """
 import os
 import typing
-from typing import Dict, List, NotRequired, Optional, TypedDict, Union
+from typing import Dict, List, Optional, TypedDict, Union
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11 on
 
 from tfrandlabels import io
 from tfrandlabels.errors import ConfigError

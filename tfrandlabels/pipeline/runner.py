@@ -105,7 +105,9 @@ def plan(stages, selected, cfg):
                            if n not in flag_lib.RUN_FLAGS},
               "inputs": {d: ids.get(d) for d in stage.after}}
     changes = _changes(record, wanted) if record else []
-    damaged = _damage(cfg.workdir, stage) if record and not changes else []
+    # --force redoes a selected stage, removing its outputs: their damage does not matter.
+    check = record and not changes and not (cfg.force and stage.name in selected)
+    damaged = _damage(cfg.workdir, stage) if check else []
     if stage.name not in selected:
       usable = record and record.get("done") and not changes and not damaged
       ids[stage.name] = record["id"] if usable else None
@@ -129,7 +131,11 @@ def plan(stages, selected, cfg):
       action = "redo"
     else:
       action = "skip" if record.get("done") and not damaged else "resume"
-    new = dict(wanted, id=record["id"] if action in ("skip", "resume") else uuid.uuid4().hex)
+    # A finished stage mended by resuming retrains some steps: outside --deterministic its
+    # outputs change, so it gets a new id and the stages after it are done again.
+    keep = action == "skip" or (action == "resume" and (
+        not record.get("done") or not damaged or cfg.deterministic))
+    new = dict(wanted, id=record["id"] if keep else uuid.uuid4().hex)
     ids[stage.name] = new["id"]
     actions[stage.name] = (action, new, changes or damaged)
   return actions

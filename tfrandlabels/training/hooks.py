@@ -65,9 +65,9 @@ class AlignmentHook:
 
   Deeper conv layers (Maennel et al., Sec. 2.5), when `layer_images` is given: the
   data of conv layer i >= 1 (in forward order) is its input, the previous layers'
-  output, which changes as they train; so at the first call and at every step that is
-  a multiple of `layer_every`, and at `layer_first` (the first log step), its Sigma_x is recomputed from the current model on the
-  fixed `layer_images` (`layer_inputs.input_covariances`, one forward pass with
+  output, which changes as they train; so at every step that is a multiple of
+  `layer_every`, and at `layer_first` (the first log step), its Sigma_x is recomputed
+  from the current model on the fixed `layer_images` (`layer_inputs.input_covariances`, one forward pass with
   training=False), and the same values are recorded under `layer<i>/` (e.g.
   `alignment/layer1/misalignment`), with `layer<i>/sigma`, the square roots of Sigma_x's
   eigenvalues (descending), the x axis of that step's f(sigma). k is clipped to each

@@ -113,7 +113,8 @@ def split_cpu(count):
 def is_chief(strategy):
   """Whether this process writes shared outputs (logs, summaries, final artifacts)."""
   resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.task_type or not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
+  multi_worker = strategy.extended._in_multi_worker_mode()  # pylint: disable=protected-access
+  if resolver is None or not resolver.task_type or not multi_worker:
     return True
   if resolver.task_type == "chief":
     return True

@@ -478,6 +478,7 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
       the next log step was saved and training stopped there.
     ValueError: bad configuration, two hooks of one name, or model_dir holds another
       model's checkpoint.
+    ConfigError: model_dir's history is damaged, or it has checkpoints but none whole.
   """
   config.validate()
   hooks = tuple(hooks)
@@ -529,7 +530,7 @@ def load_weights(model, model_dir):
     try:
       tf.train.Checkpoint(model=model).restore(found[0]).expect_partial()
       return model
-    except (tf.errors.DataLossError, tf.errors.OutOfRangeError, IndexError) as e:
+    except (tf.errors.OpError, IndexError) as e:
       reason = errors.first_line(e, limit=120)
   raise errors.ConfigError(
       f"checkpoint {found[0]} is damaged ({reason}); delete its files and rerun: the run "
