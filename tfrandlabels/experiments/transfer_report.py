@@ -85,7 +85,7 @@ def _summary(payload):
         f"{upstream['misalignment_random_basis'][-1]:.3f}) over {upstream['step'][-1]:,} "
         "steps.")
     lines.append(_subspace_overlap(upstream))
-    if upstream.get("layers"):
+    if len(upstream.get("layers") or {}) > 1:  # One layer: the sentences above say it.
       lines.append(_layer_alignment(upstream["layers"]))
   return lines
 
