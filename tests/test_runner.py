@@ -10,6 +10,8 @@ from tfrandlabels.experiments import registry
 from tfrandlabels.pipeline import artifacts
 from tfrandlabels.pipeline import runner
 from tfrandlabels.pipeline.stage import Stage
+from tfrandlabels.training import divergence
+from tfrandlabels.training.trainer import TrainingDiverged
 
 
 def _write(name):
@@ -134,3 +136,53 @@ def test_outputs_without_a_record_are_not_trusted(tmp_path):
   with pytest.raises(ConfigError, match="holds outputs of stage train without a readable record"):
     _run(tmp_path)
   assert _run(tmp_path, force=True) == ["train", "summary"]
+
+
+def _diverging(ctx):
+  """A training stage whose run diverges at rate >= 1, as the trainer records it."""
+  calls.append("train")
+  run = ctx.path("runs", "seed0")
+  if divergence.check_continuation(run, ctx.cfg.learning_rate) is None and (
+      ctx.cfg.learning_rate >= 1):
+    os.makedirs(run, exist_ok=True)
+    divergence.record(run, {"step": 7, "loss": "nan", "learning_rate": ctx.cfg.learning_rate,
+                            "effective_learning_rate": ctx.cfg.learning_rate,
+                            "checkpoint_step": 5})
+    raise TrainingDiverged("loss is nan at step 7", None)
+  if divergence.pending(run):
+    divergence.mark_continued(run, ctx.cfg.learning_rate, 5)
+
+
+DIVERGING = registry.Experiment(
+    name="diverging", title="Diverging", flags=("learning_rate", "b"), check=lambda cfg: None,
+    sections=lambda ctx, envelope: [],
+    stages=lambda cfg: [Stage("train", "train", _diverging, reads=("learning_rate", "b"),
+                              outputs=("runs",), trains=True)])
+
+
+def test_a_diverged_stage_continues_at_a_lower_rate_only(tmp_path):
+  def run(**overrides):
+    calls.clear()
+    runner.run(DIVERGING, _cfg(tmp_path, experiment="diverging", **{"learning_rate": 2.0,
+                                                                    **overrides}))
+    return list(calls)
+
+  with pytest.raises(TrainingDiverged):
+    run()
+  before = _files(tmp_path)
+  # The same rate would diverge again; a higher one, or another changed setting, is
+  # refused as changed settings, as before.
+  with pytest.raises(ConfigError, match=r"^--learning_rate=2: .*seed0 diverged at step 7 "
+                                        r"\(loss nan\) with learning rate 2; rerun with a lower "
+                                        r"learning rate to continue from its checkpoint at step 5"):
+    run()
+  for overrides in ({"learning_rate": 3.0}, {"learning_rate": 0.5, "b": 2}):
+    with pytest.raises(ConfigError, match=r"holds stage train run with other settings"):
+      run(**overrides)
+  assert _files(tmp_path) == before
+  assert run(learning_rate=0.5) == ["train"]
+  record = json.loads((tmp_path / "stages" / "train.json").read_text())
+  assert record["done"] and record["settings"]["learning_rate"] == 0.5
+  event, = divergence.events(str(tmp_path / "runs" / "seed0"))
+  assert event["continued_learning_rate"] == 0.5
+  assert run(learning_rate=0.5) == []

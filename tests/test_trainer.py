@@ -4,6 +4,7 @@ Workers staying in sync is tested on the pipeline command (test_multi_worker.py)
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from tfrandlabels import data
 from tfrandlabels import models
 from tfrandlabels.analysis import alignment
 from tfrandlabels.data import ops
+from tfrandlabels.errors import ConfigError
+from tfrandlabels.training import checkpoints
+from tfrandlabels.training import divergence
 from tfrandlabels.training import hooks as hooks_lib
 from tfrandlabels.training import preemption
 from tfrandlabels.training import strategy as strategy_lib
@@ -198,7 +202,8 @@ def _tiny_train(tmp_path, hooks=(), **overrides):
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   _tiny_train(tmp_path, steps=2)
   with pytest.raises(trainer.TrainingDiverged,
-                     match=r"at step \d+ \(learning rate 1e\+30\).*; lower learning_rate$"):
+                     match=r"at step \d+ \(learning rate 1e\+30\).*; rerun with a lower "
+                           r"learning rate to continue from it$"):
     _tiny_train(tmp_path, steps=50, learning_rate=1e30)
   latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
   reader = tf.train.load_checkpoint(latest)
@@ -206,6 +211,38 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     value = reader.get_tensor(name)
     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
       assert np.all(np.isfinite(value)), name
+  event, = divergence.events(str(tmp_path))
+  assert event["learning_rate"] == 1e30 and event["step"] > event["checkpoint_step"]
+  # Steps whose loss and weights stay finite count as good, whatever their rate.
+  assert event["checkpoint_step"] == checkpoints.step_of(latest) >= 2
+
+
+def test_a_diverged_run_continues_only_at_a_lower_rate(tmp_path):
+  diverged, reference = tmp_path / "diverged", tmp_path / "reference"
+  for folder in (diverged, reference):
+    _tiny_train(folder, steps=2, deterministic=True)
+  # Checkpoints every 2 steps: the step-2 one, trained at 0.01, is the last before the
+  # loss at 1e30 turns NaN (steps at 1e30 that stay finite blow the weights up).
+  with pytest.raises(trainer.TrainingDiverged):
+    _tiny_train(diverged, steps=8, learning_rate=1e30, deterministic=True, checkpoint_every=2)
+  good = divergence.pending(str(diverged))["checkpoint_step"]
+  assert good == 2
+  for rate in (1e30, 1e31):  # The rate it diverged at, or a higher one, would again.
+    with pytest.raises(ConfigError, match=rf"^learning_rate={re.escape(f'{rate:g}')}: .*diverged "
+                                          rf"at step \d+ .*continue from its checkpoint at step "
+                                          rf"{good}, or"):
+      _tiny_train(diverged, steps=8, learning_rate=rate, deterministic=True)
+  model, record = _tiny_train(diverged, steps=8, learning_rate=0.001, deterministic=True)
+  # Continuing is resuming the last good checkpoint at the new rate: the same weights as
+  # a run that never diverged, resumed at 0.001.
+  expected, _ = _tiny_train(reference, steps=8, learning_rate=0.001, deterministic=True)
+  assert trainer.weights_digest(model) == trainer.weights_digest(expected)
+  event, = record["divergences"]
+  assert (event["continued_learning_rate"], event["continued_from_step"]) == (0.001, good)
+  history = [json.loads(line) for line in (diverged / trainer.HISTORY).read_text().splitlines()]
+  assert [r["step"] for r in history] == list(range(1, 9))
+  assert [r["learning_rate"] for r in history][good:] == pytest.approx([0.001] * (8 - good))
+  assert divergence.pending(str(diverged)) is None
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

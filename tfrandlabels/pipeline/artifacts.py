@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfrandlabels import io
 from tfrandlabels.training import checkpoints
+from tfrandlabels.training import divergence
 from tfrandlabels.training.trainer import HISTORY
 
 MARKER = "DONE"
@@ -107,6 +108,19 @@ def damage(path) -> List[Damage]:
     found += [d for f in files if not (run and f in (MARKER, HISTORY))
               for d in damage(os.path.join(folder, f))]
   return found
+
+
+def divergences(path):
+  """{run folder: its divergence events} for the training runs under `path` that had any."""
+  if not tf.io.gfile.isdir(path):
+    return {}
+  return {folder.rstrip("/"): divergence.events(folder)
+          for folder, _, files in tf.io.gfile.walk(path) if divergence.FILE in files}
+
+
+def diverged_runs(path):
+  """The training runs under `path` stopped by a divergence not yet trained on from."""
+  return [folder for folder in divergences(path) if divergence.pending(folder)]
 
 
 def is_done(folder):

@@ -8,6 +8,9 @@ written the runner compares every record with what the current flags ask for:
   * same settings and inputs, finished: skipped; unfinished: resumed;
   * other settings or a redone input: a training stage is refused unless --force
     (the message names what changed); any other stage is redone;
+  * an unfinished training stage whose run diverged: resumed if its learning rates
+    are the only change and each is lower (the run continues from its last good
+    checkpoint), refused if nothing changed (it would diverge again);
   * a selected stage whose input stage is neither selected nor up to date: refused,
     naming the stage to add to --stages.
 
@@ -33,6 +36,7 @@ from tfrandlabels.pipeline import report
 from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline.context import Context
 from tfrandlabels.pipeline.stage import Stage
+from tfrandlabels.training import divergence
 from tfrandlabels.training import preemption
 from tfrandlabels.training import precision
 from tfrandlabels.training import strategy as strategy_lib
@@ -85,6 +89,38 @@ def _damage(workdir, stage):
   return [f"{d.path} is damaged ({d.reason})" for d in found]
 
 
+def _continuation(cfg, stage, record, wanted, changes):
+  """Whether an unfinished training stage stopped by a divergence goes on, at lower rates.
+
+  A run that diverged (see `training.divergence`) continues from its last good checkpoint
+  when the only changed settings are learning rates, each lowered; its finished runs keep
+  what they trained at the old rate, and the events say so in each run's DONE marker.
+
+  Raises:
+    ConfigError: the same rates are asked for again: the run would diverge again.
+  """
+  if cfg.force or not (record and stage.trains and not record.get("done")):
+    return False
+  runs = [run for output in stage.outputs
+          for run in artifacts.diverged_runs(os.path.join(cfg.workdir, output))]
+  if not runs:
+    return False
+  rates = [n for n in stage.reads if n.endswith("learning_rate")]
+  if not changes:
+    raise ConfigError(f"{', '.join(f'--{n}={getattr(cfg, n):g}' for n in rates)}: "
+                      f"{divergence.refusal(runs[0], divergence.pending(runs[0]))}")
+  lowered = [n for n in changes if n in rates
+             and wanted["settings"][n] < record["settings"].get(n, float("inf"))]
+  if lowered != changes:
+    return False
+  logging.warning("stage %s: %s diverged; continuing from the last good checkpoint with %s "
+                  "(runs that finished before keep what they trained; runs not yet started "
+                  "train at the new rate)", stage.name, ", ".join(runs),
+                  ", ".join(f"{n} {record['settings'][n]:g} -> {wanted['settings'][n]:g}"
+                            for n in lowered))
+  return True
+
+
 def plan(stages, selected, cfg):
   """Decides, for every stage, 'skip', 'resume', 'run' or 'redo' (raises ConfigError).
 
@@ -105,8 +141,9 @@ def plan(stages, selected, cfg):
                            if n not in flag_lib.RUN_FLAGS},
               "inputs": {d: ids.get(d) for d in stage.after}}
     changes = _changes(record, wanted) if record else []
+    continuing = stage.name in selected and _continuation(cfg, stage, record, wanted, changes)
     # --force redoes a selected stage, removing its outputs: their damage does not matter.
-    check = record and not changes and not (cfg.force and stage.name in selected)
+    check = record and (continuing or not changes) and not (cfg.force and stage.name in selected)
     damaged = _damage(cfg.workdir, stage) if check else []
     if stage.name not in selected:
       usable = record and record.get("done") and not changes and not damaged
@@ -123,6 +160,8 @@ def plan(stages, selected, cfg):
           "record of their settings; use another --workdir, or --force to redo it")
     if record is None:
       action = "redo" if has_outputs else "run"
+    elif continuing:
+      action = "resume"
     elif changes and stage.trains and not cfg.force:
       raise ConfigError(
           f"--workdir={cfg.workdir} holds stage {stage.name} run with other settings "
@@ -141,9 +180,30 @@ def plan(stages, selected, cfg):
   return actions
 
 
+def _divergence_section(workdir):
+  """The runs that diverged, and where they went on at a lower rate."""
+  rows = []
+  for run, events in sorted(artifacts.divergences(workdir).items()):
+    for event in events:
+      rate = event.get("continued_learning_rate")
+      rows.append([os.path.relpath(run, workdir), event["step"], event["loss"],
+                   f"{event['learning_rate']:g}", event.get("continued_from_step", "not yet"),
+                   "not yet" if rate is None else f"{rate:g}"])
+  if not rows:
+    return []
+  return [report.Section(
+      title="Divergences", summary=[
+          f"{len(rows)} divergence(s): each run below trained at more than one learning "
+          "rate (the flags show the last). In its stage, runs that finished before the "
+          "divergence kept their rate; runs started after it trained at the lower one."],
+      blocks=[report.Table(header=["run", "diverged at step", "loss", "learning rate",
+                                   "continued from step", "at learning rate"],
+                           rows=rows, numeric=(1, 3, 4, 5))])]
+
+
 def _report_stage(experiment, stages, planned):
   def run(ctx):
-    sections = []
+    sections = _divergence_section(ctx.cfg.workdir)
     envelope = results.read(ctx.cfg.workdir, experiment.name)
     if envelope is not None:
       sections += experiment.sections(ctx, envelope)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tfrandlabels import errors
 from tfrandlabels import io
 from tfrandlabels.training import checkpoints
+from tfrandlabels.training import divergence
 from tfrandlabels.training import optim
 from tfrandlabels.training import preemption
 from tfrandlabels.training import strategy as strategy_lib
@@ -39,7 +40,15 @@ HISTORY = "history.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
+  """The loss became NaN or infinite; the last good checkpoint is kept.
+
+  `event` is what `divergence.record` stores: where, at which rate, and from which
+  checkpoint a rerun at a lower rate continues.
+  """
+
+  def __init__(self, message, event):
+    super().__init__(message)
+    self.event = event
 
 
 @dataclasses.dataclass
@@ -306,17 +315,23 @@ def _all_finite(model):
   return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
 
 
-def _check_finite(losses, step, state):
+def _check_finite(losses, step, state, config):
   """Raises TrainingDiverged if a loss of the steps run after `step`, or a weight, is
   not finite; nothing is checkpointed after that, so the last checkpoint is good."""
   bad = np.flatnonzero(~np.isfinite(losses))
   if not bad.size and not _all_finite(state.model):
     bad = np.array([len(losses) - 1])
   if bad.size:
+    latest = state.manager.latest_checkpoint
+    event = {"step": int(step + bad[0] + 1), "loss": str(losses[bad[0]]),
+             "learning_rate": config.learning_rate,
+             "effective_learning_rate": optim.current_learning_rate(state.optimizer),
+             "checkpoint_step": checkpoints.step_of(latest) if latest else 0}
     raise TrainingDiverged(
-        f"loss is {losses[bad[0]]} at step {step + bad[0] + 1} (learning rate "
-        f"{optim.current_learning_rate(state.optimizer):.4g}); the last good checkpoint "
-        f"({state.manager.latest_checkpoint or 'none'}) is kept; lower learning_rate")
+        f"loss is {event['loss']} at step {event['step']} (learning rate "
+        f"{event['effective_learning_rate']:.4g}); the last good checkpoint "
+        f"({latest or 'none: the initialization'}) is kept; rerun with a lower learning "
+        "rate to continue from it", event)
 
 
 class _Window:
@@ -430,7 +445,7 @@ def _train_loop(config, state, run, evaluate, outputs, hooks, strategy, model_di
   while step < config.steps:
     stop = _next_stop(step, config)
     losses, correct = run(stop - step)
-    _check_finite(losses, step, state)
+    _check_finite(losses, step, state, config)
     window.add(losses, correct)
     step = stop
     if _is_log_step(step, config):
@@ -473,39 +488,61 @@ def train(*, model_fn, train_input, config, strategy, model_dir, eval_input=None
 
   Raises:
     TrainingDiverged: the loss or a weight became NaN or infinite; no checkpoint is
-      written after that, so the last one saved holds finite weights.
+      written after that, so the last one saved holds finite weights, and the event is
+      appended to model_dir's divergence.json (see `divergence`). A rerun at a lower
+      learning rate continues from that checkpoint.
     preemption.Preempted: SIGTERM arrived inside `preemption.watch()`; a checkpoint at
       the next log step was saved and training stopped there.
     ValueError: bad configuration, two hooks of one name, or model_dir holds another
       model's checkpoint.
-    ConfigError: model_dir's history is damaged, or it has checkpoints but none whole.
+    ConfigError: model_dir's history is damaged, it has checkpoints but none whole, or
+      it diverged at a learning rate no higher than config.learning_rate.
   """
   config.validate()
   hooks = tuple(hooks)
   _check_hook_names(hooks)
   _check_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+  diverged = divergence.check_continuation(model_dir, config.learning_rate)
   set_up_determinism(config)
   state = _build_state(model_fn, config, strategy, model_dir)
   start = int(state.step.numpy())
   history = _read_history(model_dir, start)
+  chief = strategy_lib.is_chief(strategy)
+  if diverged is not None:
+    logging.warning("%s diverged at step %d with learning rate %g; continuing from step %d "
+                    "at learning rate %g", model_dir, diverged["step"],
+                    diverged["learning_rate"], start, config.learning_rate)
+    if chief:
+      divergence.mark_continued(model_dir, config.learning_rate, start)
   if start >= config.steps:
     logging.info("%s: already trained %d steps; nothing to do", model_dir, start)
-    return state.model, (history[-1] if history else {"step": start})
+    return state.model, _with_divergences(history[-1] if history else {"step": start},
+                                          model_dir)
   run = _make_runner(strategy, state, config.batch_size,
                      strategy.distribute_datasets_from_function(train_input(start)))
   evaluate = _make_evaluator(strategy, state.model, eval_input)
-  chief = strategy_lib.is_chief(strategy)
   outputs = _Outputs(model_dir, history, config.steps, start) if chief else None
   try:
     with preemption.deferred():
       record = _train_loop(config, state, run, evaluate, outputs, hooks if chief else (),
                            strategy, model_dir)
+  except TrainingDiverged as e:
+    if chief:
+      divergence.record(model_dir, e.event)
+    raise
   finally:
     if not chief:
       tf.io.gfile.rmtree(state.manager.directory)
   logging.info("%s: trained to step %d; weights digest %s", model_dir, config.steps,
                weights_digest(state.model))
-  return state.model, record
+  return state.model, _with_divergences(record, model_dir)
+
+
+def _with_divergences(record, model_dir):
+  """The final record, with the run's divergence events if it had any (a run trained
+  at two rates says so in its DONE marker)."""
+  events = divergence.events(model_dir)
+  return {**record, "divergences": events} if events else record
 
 
 def weights_digest(model):
