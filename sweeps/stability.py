@@ -60,6 +60,17 @@ def histories(workdir):
   return found
 
 
+def run(root, setting, run_args):
+  """Runs pipelines/run.py for one setting of the grid in its own sub-folder of `root`
+  (a finished one is skipped by the pipeline's own resumption); returns that folder."""
+  workdir = os.path.join(root, label(setting).replace("=", "_").replace(",", "__"))
+  command = [sys.executable, RUN, *run_args, f"--workdir={workdir}", "--analyses=none",
+             *(f"--{name}={value}" for name, value in setting)]
+  print("running:", " ".join(command[1:]), flush=True)
+  subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+  return workdir
+
+
 def summarize(history, num_classes, target):
   worst = curves.worst_loss_ratio(history, num_classes)
   return {"worst_loss_over_ln_c": round(worst, 3), "spikes": worst > curves.SPIKE_RATIO,
@@ -78,11 +89,7 @@ def main():
   args = parser.parse_args()
   table = {}
   for setting in settings(parse_grid(args.grid)):
-    workdir = os.path.join(args.workdir, label(setting).replace("=", "_").replace(",", "__"))
-    command = [sys.executable, RUN, *args.run_args, f"--workdir={workdir}", "--analyses=none",
-               *(f"--{name}={value}" for name, value in setting)]
-    print("running:", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    workdir = run(args.workdir, setting, args.run_args)
     table[label(setting)] = {
         name: summarize(h, args.num_classes, args.target_accuracy)
         for name, h in histories(workdir).items()}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tfrandlabels import experiments
+from tfrandlabels.analysis import shape
 from tfrandlabels.data import synthetic
 from tfrandlabels.errors import ConfigError
 from tfrandlabels.experiments import gaussian
@@ -65,14 +66,50 @@ def test_gaussian_experiment_tracks_the_transfer_function(tmp_path):
                f"--workdir={tmp_path / 'work'}",
                f"--gaussian_settings={_setting(tmp_path, 'tiny', **GOOD)}",
                "--gaussian_steps=20", "--log_every=10", "--steps_per_loop=10",
-               "--checkpoint_every=10", "--batch_size=32"])
+               "--checkpoint_every=10", "--batch_size=32", "--gaussian_seeds=3,5"])
   experiment = experiments.get("gaussian")
   report = runner.run(experiment, run_main.settings(experiment))
   envelope = results.read(str(tmp_path / "work"), "gaussian")
   result = envelope["payload"]["settings"]["d4_v0.5-2_w16x8_n256"]
-  np.testing.assert_allclose(result["track"]["sigma"], np.sqrt([2.0, 1.5, 1.0, 0.5]))
-  assert result["track"]["step"] == [10, 20]
-  assert all(len(f) == 4 and min(f) > 0 for f in result["track"]["transfer_function"])
+  assert result["seeds"] == [3, 5] and len(result["tracks"]) == 2
+  for track in result["tracks"]:
+    np.testing.assert_allclose(track["sigma"], np.sqrt([2.0, 1.5, 1.0, 0.5]))
+    assert track["step"] == [10, 20]
+    assert all(len(f) == 4 and min(f) > 0 for f in track["transfer_function"])
+  # The seeds differ, and the summary is their mean and spread over ascending variances.
+  last = np.array([t["transfer_function"][-1][::-1] for t in result["tracks"]])
+  assert not np.allclose(last[0], last[1])
+  np.testing.assert_allclose(result["variance"], [0.5, 1.0, 1.5, 2.0])
+  np.testing.assert_allclose(result["last_mean"], last.mean(axis=0))
+  np.testing.assert_allclose(result["last_sd"], last.std(axis=0, ddof=1))
+  assert result["shape"] == shape.curve_shape(last.mean(axis=0))
+  assert result["seed_shapes"] == [shape.curve_shape(f) for f in last]
   html = open(report).read()
   assert "Gaussian inputs with random labels" in html
   assert (tmp_path / "work" / "figures" / "gaussian.png").exists()
+
+
+VARIANCE = np.linspace(0.1, 3.0, 30)
+
+
+@pytest.mark.parametrize("curve, expected", [
+    # The paper's three shapes (App. E.1), with their values read off its plots.
+    (0.38 - 0.065 * (VARIANCE - 0.1) / 2.9, "decreasing"),
+    (np.where(VARIANCE < 1.1, 0.18 + 0.03 * VARIANCE / 1.1,
+              0.21 - 0.047 * ((VARIANCE - 1.1) / 1.9) ** 1.5), "interior maximum"),
+    (0.25 - 0.07 * np.exp(-VARIANCE / 0.4), "saturating"),
+    (0.18 + 0.03 * VARIANCE, "increasing"),
+    (0.19 + 0 * VARIANCE, "flat"),
+    (0.3 + 0.02 * (VARIANCE - 1.5) ** 2, "interior minimum"),
+])
+def test_curve_shape_names_the_papers_shapes_through_noise(curve, expected):
+  rng = np.random.default_rng(0)
+  # Per-direction noise of f: about 1.5% of its value, as between neighbours in a run.
+  for _ in range(20):
+    assert shape.curve_shape(curve + rng.normal(0, 0.003, curve.size)) == expected
+
+
+def test_curve_shape_refuses_what_has_no_shape():
+  for values in ([1.0, 2.0], [1.0, np.nan, 2.0], [[1.0, 2.0, 3.0]]):
+    with pytest.raises(ValueError, match="at least 3 finite numbers"):
+      shape.curve_shape(values)

@@ -223,7 +223,7 @@ def _small_run(name, tmp_path, embedded_dir, planted_dir):
     setting.write_text("--dim=4\n--variance_min=0.5\n--variance_max=2\n--widths=16,8\n"
                        "--samples=256\n")
     return ([f"--flagfile={run_main.REPO}/gaussian.cfg", f"--gaussian_settings={setting}",
-             "--gaussian_steps=15", "--batch_size=32", *loop],
+             "--gaussian_steps=15", "--gaussian_seeds=0,1", "--batch_size=32", *loop],
             [("step 10: ", 1), ("stage analyze: start", 1)])
   if name == "geometry_toy":
     return ([f"--flagfile={run_main.REPO}/geometry_toy.cfg", "--geometry_xor_steps=10",

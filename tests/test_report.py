@@ -224,8 +224,11 @@ def test_every_plot_is_a_figure_and_pyplot_stays_empty():
   alignment = {"upstream": alignment_track(rng), "downstream": alignment_track(rng),
                "eigenfilters": {"data": rng.normal(size=(4, 3, 3, 3)).tolist(),
                                 "pretrained": rng.normal(size=(4, 3, 3, 3)).tolist()}}
-  gaussian = {name: {"dim": 3, "widths": [8, 4], "samples": 100, **alignment_track(rng)}
-              for name in ("d3_w8x4_n100", "d3_w16_n100")}
+  gaussian = {name: {"dim": 3, "widths": [8, 4], "samples": 100, "seeds": seeds,
+                     "shape": "flat", "variance": [0.1, 1.0, 3.0], "first_step": 10,
+                     "last_step": 40, **{k: rng.uniform(size=3).tolist()
+                                         for k in ("first_mean", "last_mean", "last_sd")}}
+              for name, seeds in (("d3_w8x4_n100", [0, 1]), ("d3_w16_n100", [0]))}
   figures = {
       "learning_curves": plots.learning_curves({"scratch": learning_curve(3)}, 0.9),
       "attribution": plots.attribution(**attribution_inputs(rng)),

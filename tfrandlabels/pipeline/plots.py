@@ -364,20 +364,34 @@ def eigenfilters(alignment: Mapping, model_label: str = "pretrained filters") ->
 
 
 def gaussian(gaussian: Mapping[str, Mapping]) -> Figure:  # pylint: disable=redefined-outer-name
-  """f(sigma) of the first layer for each Gaussian setting (Fig. 4 left, App. E.1).
+  """f against the variance for each Gaussian setting, over seeds (Fig. 4 left, App. E.1).
 
   Args:
-    gaussian: setting name -> {"dim", "widths", "samples", and the track keys "sigma",
-      "step", "transfer_function"} (the gaussian stage's gaussian.json).
+    gaussian: setting name -> {"dim", "widths", "samples", "seeds", "shape", and
+      `gaussian.summarize`'s "variance", "first_step", "last_step", "first_mean",
+      "last_mean", "last_sd"} (the gaussian stage's gaussian.json).
 
   Returns:
-    One panel per setting.
+    One panel per setting: the seeds' mean f at the last record with a band of one
+    standard deviation, and the mean at the first record, dashed.
   """
   if not gaussian:
-    raise ValueError("gaussian must map at least one Gaussian setting to its track.")
-  return _transfer_panels(
-      [(f"d={run['dim']}, widths {'/'.join(map(str, run['widths']))}, n={run['samples']}",
-        run) for run in gaussian.values()], xlabel="sigma", xscale="linear")
+    raise ValueError("gaussian must map at least one Gaussian setting to its summary.")
+  figure = report.new_figure(5 * len(gaussian), 3.6)
+  panels = figure.subplots(1, len(gaussian), squeeze=False)[0]
+  for axes, run in zip(panels, gaussian.values()):
+    variance, mean, sd = (np.asarray(run[k]) for k in ("variance", "last_mean", "last_sd"))
+    line, = axes.plot(variance, mean, marker=".", label=f"step {run['last_step']:,}")
+    if len(run["seeds"]) > 1:
+      axes.fill_between(variance, mean - sd, mean + sd, color=line.get_color(), alpha=0.25,
+                        label=f"1 s.d. over {len(run['seeds'])} seeds")
+    axes.plot(variance, run["first_mean"], linestyle="--", color="grey",
+              label=f"step {run['first_step']:,}")
+    axes.set(xlabel="variance along the eigenvector (the paper's sigma axis)",
+             ylabel="f", title=f"d={run['dim']}, widths {'/'.join(map(str, run['widths']))}, "
+                               f"n={run['samples']}: {run['shape']}")
+    axes.legend(fontsize=8)
+  return figure
 
 
 def _map(figure, axes, values, extent: float, label: str, ticks=None, **style) -> None:

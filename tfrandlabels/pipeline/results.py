@@ -128,13 +128,23 @@ class TransferPayload(TypedDict):
 
 
 class GaussianSetting(TypedDict):
+  """One setting over its seeds; lists over the variances ascend (see gaussian.summarize)."""
   dim: int
   variance_min: float
   variance_max: float
   widths: List[int]
   samples: int
-  final_train_accuracy: float
-  track: AlignmentTrack
+  seeds: List[int]
+  tracks: List[AlignmentTrack]
+  final_train_accuracy: List[float]
+  variance: List[float]
+  first_step: int
+  last_step: int
+  first_mean: List[float]
+  last_mean: List[float]
+  last_sd: List[float]
+  shape: str
+  seed_shapes: List[str]
 
 
 class GaussianPayload(TypedDict):
