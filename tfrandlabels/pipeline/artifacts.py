@@ -65,16 +65,14 @@ def _run_damage(folder, files):
       # Cut at a line's end, or emptied: it parses, but the run's last records are gone.
       found.append(Damage(history, f"ends before the run's last step {done.get('step')}",
                           delete=folder))
-  prefixes = checkpoints.newest_first(os.path.join(folder, checkpoints.FOLDER))
   whole, damaged = None, []
-  for prefix in prefixes:
-    reason = checkpoints.problem(prefix)
+  for prefix, reason in checkpoints.checked(os.path.join(folder, checkpoints.FOLDER)):
     if reason is None:
       whole = prefix
       break
     damaged.append(Damage(prefix, f"checkpoint: {reason}"))
   found += damaged
-  if prefixes and whole is None:
+  if damaged and whole is None:
     found.append(Damage(folder, "no checkpoint is whole", delete=folder))
   elif not damaged and isinstance(done, dict) and isinstance(done.get("step"), int) and (
       whole is None or checkpoints.step_of(whole) < done["step"]):

@@ -4,7 +4,8 @@ The trainer saves `ckpt-<step>.index` and its data shards in a run's checkpoints
 folder. TensorFlow writes them atomically, so damage comes from outside: a copy that
 stopped, a full disk, a lost file. `problem` tells a damaged checkpoint from a whole one
 without restoring it (the index reads, every shard exists, the shards are at least as
-long as the tensors they hold); `newest_first` lists them by step. The `checkpoint`
+long as the tensors they hold); `newest_first` lists them by step, and `checked` pairs
+each with its problem, lazily, so a caller stops at the first whole one. The `checkpoint`
 state file is not consulted: it can itself be damaged, and TensorFlow then silently
 reports no checkpoint at all.
 """
@@ -69,3 +70,9 @@ def problem(prefix):
   if size < expected:
     return f"data truncated ({size} bytes, its tensors need at least {expected})"
   return None
+
+
+def checked(directory):
+  """(prefix, problem(prefix)) for the checkpoints in `directory`, highest step first;
+  lazy, so only those up to the first whole one are read by a caller that stops there."""
+  return ((prefix, problem(prefix)) for prefix in newest_first(directory))

@@ -172,9 +172,9 @@ def _restore(checkpoint, model_dir):
     ValueError: the checkpoint is of another model or optimizer.
     ConfigError: there are checkpoints, but none is whole.
   """
-  found = checkpoints.newest_first(os.path.join(model_dir, checkpoints.FOLDER))
-  for prefix in found:
-    reason = checkpoints.problem(prefix)
+  newest = None
+  for prefix, reason in checkpoints.checked(os.path.join(model_dir, checkpoints.FOLDER)):
+    newest = newest or prefix
     if reason is None:
       try:
         checkpoint.restore(prefix).assert_existing_objects_matched()
@@ -186,9 +186,9 @@ def _restore(checkpoint, model_dir):
       except (tf.errors.OpError, IndexError) as e:
         reason = errors.first_line(e, limit=120)
     logging.warning("checkpoint %s is damaged (%s); trying the one before it", prefix, reason)
-  if found:
+  if newest:
     raise errors.ConfigError(f"model_dir={model_dir!r}: no checkpoint is whole (newest: "
-                             f"{found[0]}); delete {model_dir} to train this run again")
+                             f"{newest}); delete {model_dir} to train this run again")
 
 
 def _build_state(model_fn, config, strategy, model_dir):
@@ -559,16 +559,16 @@ def load_weights(model, model_dir):
   Raises:
     ConfigError: model_dir holds no checkpoint, or its newest one is damaged.
   """
-  found = checkpoints.newest_first(os.path.join(model_dir, checkpoints.FOLDER))
-  if not found:
+  prefix, reason = next(checkpoints.checked(os.path.join(model_dir, checkpoints.FOLDER)),
+                        (None, None))
+  if prefix is None:
     raise errors.ConfigError(f"model_dir={model_dir!r} holds no checkpoint")
-  reason = checkpoints.problem(found[0])
   if reason is None:
     try:
-      tf.train.Checkpoint(model=model).restore(found[0]).expect_partial()
+      tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
       return model
     except (tf.errors.OpError, IndexError) as e:
       reason = errors.first_line(e, limit=120)
   raise errors.ConfigError(
-      f"checkpoint {found[0]} is damaged ({reason}); delete its files and rerun: the run "
+      f"checkpoint {prefix} is damaged ({reason}); delete its files and rerun: the run "
       "trains again from the checkpoint before it")
