@@ -215,8 +215,8 @@ def test_killed_at_any_point_the_transfer_run_ends_with_the_uninterrupted_result
 def _small_run(name, tmp_path, embedded_dir, planted_dir):
   """Flags of a deterministic seconds-long run of experiment `name` (its flagfile first:
   a later --workdir overrides the flagfile's), and where to kill it:
-  in the middle of training (a step logged, its checkpoint maybe not yet saved) and as an
-  analysis starts."""
+  in the middle of training (a step logged, its checkpoint maybe not yet saved), as an
+  analysis starts, and for gaussian also as its second run starts."""
   loop = ["--deterministic", "--log_every=5", "--steps_per_loop=5", "--checkpoint_every=5"]
   if name == "gaussian":
     setting = tmp_path / "tiny.cfg"
@@ -224,7 +224,7 @@ def _small_run(name, tmp_path, embedded_dir, planted_dir):
                        "--samples=256\n")
     return ([f"--flagfile={run_main.REPO}/gaussian.cfg", f"--gaussian_settings={setting}",
              "--gaussian_steps=15", "--gaussian_seeds=0,1", "--batch_size=32", *loop],
-            [("step 10: ", 1), ("stage analyze: start", 1)])
+            [("step 10: ", 1), ("seed 1 -> ", 1), ("stage analyze: start", 1)])
   if name == "geometry_toy":
     return ([f"--flagfile={run_main.REPO}/geometry_toy.cfg", "--geometry_xor_steps=10",
              "--geometry_sinusoid_steps=10", "--geometry_deep_steps=10",

@@ -5,7 +5,7 @@ over the data's variances by its shape: decreasing (d=10), rising then falling (
 wide), rising then saturating (d=30, narrow). `curve_shape` makes that call on a
 measured curve, so the report and the results state a shape, not a reading of a plot.
 
-The curve is first smoothed by a moving average over a fifth of its points (per-direction
+The curve is first smoothed by a moving average over a tenth of its points (per-direction
 noise of f is a few percent), then, with `span` the smoothed curve's range and `peak` its
 highest point:
 
@@ -40,7 +40,7 @@ def curve_shape(values, tolerance=0.25, flat=0.05):
     raise ValueError(f"values must be at least 3 finite numbers, got {values!r}")
   if not 0 < tolerance < 1 or not flat >= 0:
     raise ValueError(f"need 0 < tolerance < 1 and flat >= 0, got {tolerance}, {flat}")
-  window = max(1, values.size // 5)
+  window = max(1, values.size // 10)
   smooth = np.convolve(values, np.ones(window) / window, mode="valid")
   span = smooth.max() - smooth.min()
   if span <= flat * abs(smooth.mean()):
