@@ -215,8 +215,9 @@ def test_killed_at_any_point_the_transfer_run_ends_with_the_uninterrupted_result
 def _small_run(name, tmp_path, embedded_dir, planted_dir):
   """Flags of a deterministic seconds-long run of experiment `name` (its flagfile first:
   a later --workdir overrides the flagfile's), and where to kill it:
-  in the middle of training (a step logged, its checkpoint maybe not yet saved), as an
-  analysis starts, and for gaussian also as its second run starts."""
+  in the middle of training (a step logged, its checkpoint maybe not yet saved), as a
+  later run starts or after results are written but before their stage is recorded, and
+  as an analysis starts."""
   loop = ["--deterministic", "--log_every=5", "--steps_per_loop=5", "--checkpoint_every=5"]
   if name == "gaussian":
     setting = tmp_path / "tiny.cfg"
@@ -229,12 +230,14 @@ def _small_run(name, tmp_path, embedded_dir, planted_dir):
     return ([f"--flagfile={run_main.REPO}/geometry_toy.cfg", "--geometry_xor_steps=10",
              "--geometry_sinusoid_steps=10", "--geometry_deep_steps=10",
              "--volume_resolution=6", "--analyses=volume_element", *loop],
-            [("step 5: ", 2), ("stage analysis/volume_element: start", 1)])
+            [("step 5: ", 2), ("geometry_toy: sinusoid_deep -> ", 1),
+             ("stage analysis/volume_element: start", 1)])
   return ([f"--flagfile={run_main.REPO}/shortcuts.cfg", f"--data_dir={planted_dir}",
            "--shortcuts_datasets=planted_high", "--shortcuts_steps=10",
            "--learning_order_images=32", "--dominant_frequencies_images=2",
            "--shortcut_test_shifts=noise:0.05", *loop],
-          [("step 5: ", 1), ("stage analysis/dominant_frequencies: start", 1)])
+          [("step 5: ", 1), ("analyze: wrote", 1),
+           ("stage analysis/dominant_frequencies: start", 1)])
 
 
 @pytest.mark.parametrize("name", ["gaussian", "geometry_toy", "frequency_shortcuts"])
