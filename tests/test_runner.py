@@ -156,8 +156,11 @@ def _diverging(ctx):
 DIVERGING = registry.Experiment(
     name="diverging", title="Diverging", flags=("learning_rate", "b"), check=lambda cfg: None,
     sections=lambda ctx, envelope: [],
-    stages=lambda cfg: [Stage("train", "train", _diverging, reads=("learning_rate", "b"),
-                              outputs=("runs",), trains=True)])
+    stages=lambda cfg: [
+        Stage("pre", "pre", _write("pre"), reads=("learning_rate", "a"),
+              outputs=("pre.txt",), trains=True),
+        Stage("train", "train", _diverging, reads=("learning_rate", "b"), after=("pre",),
+              outputs=("runs",), trains=True)])
 
 
 def test_a_diverged_stage_continues_at_a_lower_rate_only(tmp_path):
@@ -168,7 +171,7 @@ def test_a_diverged_stage_continues_at_a_lower_rate_only(tmp_path):
     return list(calls)
 
   with pytest.raises(TrainingDiverged):
-    run()
+    assert run() == ["pre", "train"]
   before = _files(tmp_path)
   # The same rate would diverge again; a higher one, or another changed setting, is
   # refused as changed settings, as before.
@@ -177,12 +180,21 @@ def test_a_diverged_stage_continues_at_a_lower_rate_only(tmp_path):
                                         r"learning rate to continue from its checkpoint at step 5"):
     run()
   for overrides in ({"learning_rate": 3.0}, {"learning_rate": 0.5, "b": 2}):
-    with pytest.raises(ConfigError, match=r"holds stage train run with other settings"):
+    with pytest.raises(ConfigError, match=r"holds stage (pre|train) run with other settings"):
       run(**overrides)
   assert _files(tmp_path) == before
+  # The diverged stage continues; the finished stage before it, which read the same
+  # rate, is kept, and its record keeps the rate it ran at.
   assert run(learning_rate=0.5) == ["train"]
   record = json.loads((tmp_path / "stages" / "train.json").read_text())
   assert record["done"] and record["settings"]["learning_rate"] == 0.5
+  pre = json.loads((tmp_path / "stages" / "pre.json").read_text())
+  assert pre["settings"]["learning_rate"] == 2.0
+  assert pre["later_settings"] == {"learning_rate": 0.5}
+  assert json.loads((tmp_path / "pre.txt").read_text())["a"] == 1
   event, = divergence.events(str(tmp_path / "runs" / "seed0"))
   assert event["continued_learning_rate"] == 0.5
   assert run(learning_rate=0.5) == []
+  with pytest.raises(ConfigError, match=r"holds stage pre run with other settings "
+                                        r"\(learning_rate\)"):
+    run(learning_rate=0.1)

@@ -10,7 +10,8 @@ written the runner compares every record with what the current flags ask for:
     (the message names what changed); any other stage is redone;
   * an unfinished training stage whose run diverged: resumed if its learning rates
     are the only change and each is lower (the run continues from its last good
-    checkpoint), refused if nothing changed (it would diverge again);
+    checkpoint), refused if nothing changed (it would diverge again); finished stages
+    before it that read those rates are kept, their record amended ("later_settings");
   * a selected stage whose input stage is neither selected nor up to date: refused,
     naming the stage to add to --stages.
 
@@ -54,9 +55,13 @@ def _has_outputs(workdir, stage):
 
 
 def _changes(record, wanted):
-  """What differs between a stage's record and what the flags ask for."""
+  """What differs between a stage's record and what the flags ask for. A setting the
+  record lists under "later_settings" (a learning rate lowered for a divergence in a
+  later stage, after this one finished) matches at that value too."""
+  later = record.get("later_settings", {})
   names = set(record["settings"]) | set(wanted["settings"])
-  changed = sorted(n for n in names if record["settings"].get(n) != wanted["settings"].get(n))
+  changed = sorted(n for n in names if wanted["settings"].get(n) not in (
+      record["settings"].get(n), later.get(n, record["settings"].get(n))))
   return changed + [f"stage {d} was redone" for d, i in wanted["inputs"].items()
                     if record["inputs"].get(d) != i]
 
@@ -89,36 +94,49 @@ def _damage(workdir, stage):
   return [f"{d.path} is damaged ({d.reason})" for d in found]
 
 
-def _continuation(cfg, stage, record, wanted, changes):
-  """Whether an unfinished training stage stopped by a divergence goes on, at lower rates.
+def _settings(cfg, stage):
+  return {n: getattr(cfg, n) for n in stage.reads if n not in flag_lib.RUN_FLAGS}
 
-  A run that diverged (see `training.divergence`) continues from its last good checkpoint
-  when the only changed settings are learning rates, each lowered; its finished runs keep
-  what they trained at the old rate, and the events say so in each run's DONE marker.
+
+def _lowered_rates(stages, selected, cfg):
+  """The stages that continue diverged runs at lower rates, and those rates.
+
+  A selected, unfinished training stage whose runs diverged (see `training.divergence`)
+  continues from their last good checkpoints when the only changed settings are
+  learning rates, each lowered. Its runs that finished before keep what they trained,
+  and the events say so in each run's DONE marker; finished stages before it that read
+  the same rates are kept (see `_changes`).
+
+  Returns:
+    (names of the continuing stages, {flag: lowered value}).
 
   Raises:
-    ConfigError: the same rates are asked for again: the run would diverge again.
+    ConfigError: such a stage is asked for with unchanged settings: it would diverge
+      again.
   """
-  if cfg.force or not (record and stage.trains and not record.get("done")):
-    return False
-  runs = [run for output in stage.outputs
-          for run in artifacts.diverged_runs(os.path.join(cfg.workdir, output))]
-  if not runs:
-    return False
-  rates = [n for n in stage.reads if n.endswith("learning_rate")]
-  if not changes:
-    raise ConfigError(f"{', '.join(f'--{n}={getattr(cfg, n):g}' for n in rates)}: "
-                      f"{divergence.refusal(runs[0], divergence.pending(runs[0]))}")
-  lowered = [n for n in changes if n in rates
-             and wanted["settings"][n] < record["settings"].get(n, float("inf"))]
-  if lowered != changes:
-    return False
-  logging.warning("stage %s: %s diverged; continuing from the last good checkpoint with %s "
-                  "(runs that finished before keep what they trained; runs not yet started "
-                  "train at the new rate)", stage.name, ", ".join(runs),
-                  ", ".join(f"{n} {record['settings'][n]:g} -> {wanted['settings'][n]:g}"
-                            for n in lowered))
-  return True
+  continuing, lowered = set(), {}
+  for stage in stages:
+    record = _read_record(cfg.workdir, stage) if stage.trains and not cfg.force else None
+    if stage.name not in selected or not record or record.get("done"):
+      continue
+    runs = [run for output in stage.outputs
+            for run in artifacts.diverged_runs(os.path.join(cfg.workdir, output))]
+    if not runs:
+      continue
+    wanted, old = _settings(cfg, stage), record["settings"]
+    rates = [n for n in stage.reads if n.endswith("learning_rate")]
+    changes = [n for n in wanted if wanted[n] != old.get(n)]
+    if not changes:
+      raise ConfigError(f"{', '.join(f'--{n}={getattr(cfg, n):g}' for n in rates)}: "
+                        f"{divergence.refusal(runs[0], divergence.pending(runs[0]))}")
+    if all(n in rates and wanted[n] < old.get(n, float("inf")) for n in changes):
+      logging.warning("stage %s: %s diverged; continuing from the last good checkpoint with "
+                      "%s (runs that finished before keep what they trained; runs not yet "
+                      "started train at the new rate)", stage.name, ", ".join(runs),
+                      ", ".join(f"{n} {old[n]:g} -> {wanted[n]:g}" for n in changes))
+      continuing.add(stage.name)
+      lowered.update({n: wanted[n] for n in changes})
+  return continuing, lowered
 
 
 def plan(stages, selected, cfg):
@@ -132,16 +150,22 @@ def plan(stages, selected, cfg):
     {stage name: (action, record to write, reasons)}, for the selected stages.
   """
   ids, actions = {}, {}
+  continuing_stages, lowered = _lowered_rates(stages, selected, cfg)
   for stage in stages:
     record = _read_record(cfg.workdir, stage)
     has_outputs = _has_outputs(cfg.workdir, stage)
     if record is not None and not record.get("done") and not has_outputs:
       record = None  # It stopped before writing anything: no claim on the workdir.
-    wanted = {"settings": {n: getattr(cfg, n) for n in stage.reads
-                           if n not in flag_lib.RUN_FLAGS},
-              "inputs": {d: ids.get(d) for d in stage.after}}
+    wanted = {"settings": _settings(cfg, stage), "inputs": {d: ids.get(d) for d in stage.after}}
     changes = _changes(record, wanted) if record else []
-    continuing = stage.name in selected and _continuation(cfg, stage, record, wanted, changes)
+    continuing = stage.name in continuing_stages
+    if record and record.get("done") and changes and all(
+        n in lowered and wanted["settings"][n] == lowered[n] for n in changes):
+      # Finished before a later stage's divergence: kept, its record saying so.
+      record = dict(record, later_settings={**record.get("later_settings", {}),
+                                            **{n: lowered[n] for n in changes}})
+      actions[stage.name] = ("amend", record, changes)
+      changes = []
     # --force redoes a selected stage, removing its outputs: their damage does not matter.
     check = record and (continuing or not changes) and not (cfg.force and stage.name in selected)
     damaged = _damage(cfg.workdir, stage) if check else []
@@ -176,6 +200,8 @@ def plan(stages, selected, cfg):
         not record.get("done") or not damaged or cfg.deterministic))
     new = dict(wanted, id=record["id"] if keep else uuid.uuid4().hex)
     ids[stage.name] = new["id"]
+    if action == "skip" and stage.name in actions:
+      continue  # Amended: its record is rewritten, nothing is run.
     actions[stage.name] = (action, new, changes or damaged)
   return actions
 
@@ -276,6 +302,12 @@ def _run_stages(experiment, stages, actions, ctx):
     action, record, changes = actions[stage.name]
     if action == "skip":
       logging.info("stage %s: up to date; skipping", stage.name)
+      continue
+    if action == "amend":
+      logging.info("stage %s: finished before %s was lowered for a later stage's divergence; "
+                   "keeping it", stage.name, ", ".join(changes))
+      if ctx.chief:
+        io.write_json(_record_path(cfg.workdir, stage.name), record)
       continue
     if action == "redo":
       logging.info("stage %s: redoing (%s)", stage.name, ", ".join(changes) or "--force")
