@@ -160,8 +160,10 @@ def plan(stages, selected, cfg):
     changes = _changes(record, wanted) if record else []
     continuing = stage.name in continuing_stages
     if record and record.get("done") and changes and all(
-        n in lowered and wanted["settings"][n] == lowered[n] for n in changes):
-      # Finished before a later stage's divergence: kept, its record saying so.
+        n in lowered and wanted["settings"][n] == lowered[n] for n in changes) and not _damage(
+            cfg.workdir, stage):
+      # Finished before a later stage's divergence: kept, its record saying so. (A damaged
+      # one is not: mending it would train at the new rate, so it is refused as changed.)
       record = dict(record, later_settings={**record.get("later_settings", {}),
                                             **{n: lowered[n] for n in changes}})
       actions[stage.name] = ("amend", record, changes)
