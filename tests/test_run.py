@@ -356,6 +356,8 @@ def test_analyze_refuses_bad_input_in_one_line(embedded_dir, tmp_path, args, mes
 @pytest.mark.parametrize("flagfile, name", [("quick.cfg", "transfer"), ("cifar.cfg", "transfer"),
                                             ("geometry_cifar.cfg", "transfer"),
                                             ("imagenet.cfg", "transfer"),
+                                            ("depth_simple_cnn.cfg", "transfer"),
+                                            ("depth_vgg16.cfg", "transfer"),
                                             ("gaussian.cfg", "gaussian")])
 def test_configs_parse(flagfile, name):
   experiment, cfg = parse_flagfile(flagfile)

@@ -244,8 +244,9 @@ def sections(ctx, envelope):
               "Sigma_x), Sigma_x diagonal, against the variance along each eigenvector (the "
               "paper's sigma axis spans the diagonal entries, so it is the variance). Solid: "
               "mean over the seeds at the end of training, with a band of one standard "
-              "deviation between seeds; dashed: the mean at the first record. Its shape is "
-              "what the weights learned about the data covariance from random labels alone.")
+              "deviation between seeds; dashed: the mean at the first record. Each panel has "
+              "its own f scale. The shape is what the weights learned about the data "
+              "covariance from random labels alone.")
   return [report.Section(
       title="Gaussian inputs with random labels", summary=summary,
       blocks=[figure, report.Table(
