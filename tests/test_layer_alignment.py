@@ -10,6 +10,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from test_alignment import numpy_patches
+from tfrandlabels import io
 from tfrandlabels.analysis import alignment
 from tfrandlabels.analysis import layer_inputs
 from tfrandlabels.experiments import transfer
@@ -192,6 +193,26 @@ def test_results_carry_a_track_per_conv_layer():
       "top-1 subspace overlap", "k/d = 1/4 (random subspace)"]
   with pytest.raises(ValueError, match="at least one conv layer"):
     plots.layer_alignment({"conv1": {**first, "step": []}})
+
+
+def test_layers_keep_their_forward_order_through_the_results_file(tmp_path):
+  """Results files sort their keys (conv10 before conv2); the track keeps the model's order
+  and the figure draws the layers in it, five to a row."""
+  names = [f"conv{i}" for i in range(1, 13)]
+  layer = transfer.alignment_track([history_record(10, deeper=True)], np.diag([4.0, 1.0]),
+                                   ["conv1", "conv2"])["layers"]["conv2"]
+  track = {"layers": {name: layer for name in names}, "layer_order": names}
+  path = str(tmp_path / "track.json")
+  io.write_json(path, track)
+  read = io.read_json(path)
+  assert list(read["layers"])[:3] == ["conv1", "conv10", "conv11"]
+  assert list(results.forward_layers(read)) == names
+  assert results.forward_layers({}) == {}
+  figure = plots.layer_alignment(results.forward_layers(read))
+  drawn = [axes.get_title() for axes in figure.axes if axes.get_title()]
+  assert drawn == [f"{name} (d = 4)" for name in names]
+  assert sum(axes.axison for axes in figure.axes) == 2 * len(names)  # 3 rows of 5 pairs.
+  assert len(figure.axes) == 2 * 3 * 5
 
 
 def test_deeper_layers_are_tracked_at_about_twenty_points():

@@ -359,7 +359,7 @@ def alignment_track(history, sigma_x, layer_names=()):
     deeper = _recorded(history, f"{TRACK}/{hooks.layer_key(index)}/", TRACK_KEYS + ("sigma",))
     if deeper["step"]:
       layers[name] = {**deeper, "dim": len(deeper["sigma"][0])}
-  return {**track, "layers": layers}
+  return {**track, "layers": layers, "layer_order": list(layers)}
 
 
 def analyze(ctx):

@@ -3,6 +3,7 @@ from tfrandlabels.analyses import alignment as alignment_analysis
 from tfrandlabels.analysis import curves
 from tfrandlabels.pipeline import plots
 from tfrandlabels.pipeline import report
+from tfrandlabels.pipeline import results
 from tfrandlabels.training.transfer import VARIANTS
 
 VARIANT_DESCRIPTIONS = {
@@ -85,8 +86,9 @@ def _summary(payload):
         f"{upstream['misalignment_random_basis'][-1]:.3f}) over {upstream['step'][-1]:,} "
         "steps.")
     lines.append(_subspace_overlap(upstream))
-    if len(upstream.get("layers") or {}) > 1:  # One layer: the sentences above say it.
-      lines.append(_layer_alignment(upstream["layers"]))
+    layers = results.forward_layers(upstream)
+    if len(layers) > 1:  # One layer: the sentences above say it.
+      lines.append(_layer_alignment(layers))
   return lines
 
 
@@ -214,12 +216,12 @@ def sections(ctx, envelope):
                     caption="Misalignment between the eigenvectors of Sigma_x and Sigma_w "
                             "during training (solid), against the same score in random "
                             "orthonormal bases (dashed).")]
-  layers = payload["tracks"].get("upstream", {}).get("layers")
+  layers = results.forward_layers(payload["tracks"].get("upstream", {}))
   if layers:
     blocks.append(report.Plot(
         name="layer_alignment", png=report.figure_png(plots.layer_alignment(layers)),
         caption="Each conv layer's alignment with its own input during pretraining on "
-                "random labels (one column per layer, first layer left). Sigma_x of a "
+                "random labels (a pair of panels per layer, in forward order, row by row). Sigma_x of a "
                 "deeper layer is the covariance of the patches of its input activations "
                 "(the previous layer's output after activation and pooling) on "
                 "a fixed sample of the upstream images, recomputed at each point. Top: "

@@ -284,6 +284,9 @@ def _misalignment_scale(track: Mapping) -> str:
   return "log" if values.min() > 0 and values.max() > 10 * values.min() else "linear"
 
 
+LAYERS_PER_ROW = 5
+
+
 def layer_alignment(layers: Mapping[str, Mapping]) -> Figure:
   """Each conv layer's alignment with its input over pretraining (Sec. 2.5 of the paper).
 
@@ -293,21 +296,29 @@ def layer_alignment(layers: Mapping[str, Mapping]) -> Figure:
       "subspace_overlap_random"), as `results.LayerTrack` holds it.
 
   Returns:
-    One column per layer with records: on top the misalignment M between the
-    eigenvectors of the layer's Sigma_x and Sigma_w (solid) against M in random
-    orthonormal bases (dashed), on a log axis where they span more than a factor of
-    10; below the top-k subspace overlap (solid) against k/d, what a random subspace
-    scores (dashed), from 0 to a little above the values.
+    A pair of panels per layer with records, at most LAYERS_PER_ROW pairs to a row, in
+    the given order: on top the misalignment M between the eigenvectors of the layer's
+    Sigma_x and Sigma_w (solid) against M in random orthonormal bases (dashed), on a log
+    axis where they span more than a factor of 10; below the top-k subspace overlap
+    (solid) against k/d, what a random subspace scores (dashed), from 0 to a little
+    above the values.
   """
   layers = [(name, track) for name, track in layers.items() if track["step"]]
   if not layers:
     raise ValueError("layers must map at least one conv layer to a track with records; "
                      "the trainer's AlignmentHook writes them to history.jsonl.")
-  figure = report.new_figure(3.6 * len(layers) + 0.6, 5.6)
-  grid = figure.subplots(2, len(layers), squeeze=False, sharex="col")
-  for column, (name, track) in enumerate(layers):
+  columns = min(len(layers), LAYERS_PER_ROW)
+  rows = -(-len(layers) // columns)
+  figure = report.new_figure(3.6 * columns + 0.6, 5.6 * rows)
+  grid = figure.subplots(2 * rows, columns, squeeze=False)
+  for index in range(len(layers), rows * columns):
+    row, column = divmod(index, columns)
+    grid[2 * row, column].set_axis_off()
+    grid[2 * row + 1, column].set_axis_off()
+  for index, (name, track) in enumerate(layers):
     k = round(track["subspace_overlap_random"][-1] * track["dim"])
-    top, bottom = grid[0, column], grid[1, column]
+    row, column = divmod(index, columns)
+    top, bottom = grid[2 * row, column], grid[2 * row + 1, column]
     top.plot(track["step"], track["misalignment"], color="C0", marker=".",
              label="M, eigenbasis of Sigma_x")
     top.plot(track["step"], track["misalignment_random_basis"], color="C0", linestyle="--",
@@ -324,8 +335,9 @@ def layer_alignment(layers: Mapping[str, Mapping]) -> Figure:
     for axes in (top, bottom):
       axes.grid(alpha=0.3)
       axes.legend(fontsize=7)
-  grid[0, 0].set_ylabel("misalignment M")
-  grid[1, 0].set_ylabel("subspace overlap")
+  for row in range(rows):
+    grid[2 * row, 0].set_ylabel("misalignment M")
+    grid[2 * row + 1, 0].set_ylabel("subspace overlap")
   return figure
 
 

@@ -98,8 +98,9 @@ class AlignmentTrack(TypedDict):
   `transfer_function` (one list per recorded step). `subspace_overlap`: overlap of the
   top-k principal subspaces of Sigma_x and Sigma_w; `subspace_overlap_random`: its
   baseline k/d for a random subspace (d = len(sigma)). `layers` (pretraining of a model
-  whose first weight layer is a conv): conv layer name -> its `LayerTrack`, in forward
-  order, the first layer's repeating the values above.
+  whose first weight layer is a conv): conv layer name -> its `LayerTrack`, the first
+  layer's repeating the values above; `layer_order` their names in forward order (JSON
+  files keep keys sorted, conv10 before conv2): read them with `forward_layers`.
   """
   sigma: List[float]
   step: List[int]
@@ -109,6 +110,13 @@ class AlignmentTrack(TypedDict):
   subspace_overlap_random: List[float]
   transfer_function: List[List[float]]
   layers: NotRequired[Dict[str, LayerTrack]]
+  layer_order: NotRequired[List[str]]
+
+
+def forward_layers(track) -> Dict[str, dict]:
+  """An alignment track's `layers`, first layer first ({} if it has none)."""
+  layers = track.get("layers") or {}
+  return {name: layers[name] for name in track.get("layer_order", list(layers))}
 
 
 class PretrainResult(TypedDict):
