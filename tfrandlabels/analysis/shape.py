@@ -42,10 +42,10 @@ def curve_shape(values, tolerance=0.25, flat=0.05):
     raise ValueError(f"need 0 < tolerance < 1 and flat >= 0, got {tolerance}, {flat}")
   window = max(1, values.size // 10)
   smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-  span = smooth.max() - smooth.min()
+  peak, low = smooth.max(), smooth.min()
+  span = peak - low
   if span <= flat * abs(smooth.mean()):
     return "flat"
-  peak, low = smooth.max(), smooth.min()
   if min(smooth[0], smooth[-1]) - low > tolerance * span:
     return "interior minimum"
   if peak - smooth[0] <= tolerance * span:

@@ -221,9 +221,9 @@ def sections(ctx, envelope):
     blocks.append(report.Plot(
         name="layer_alignment", png=report.figure_png(plots.layer_alignment(layers)),
         caption="Each conv layer's alignment with its own input during pretraining on "
-                "random labels (a pair of panels per layer, in forward order, row by row). Sigma_x of a "
-                "deeper layer is the covariance of the patches of its input activations "
-                "(the previous layer's output after activation and pooling) on "
+                "random labels (a pair of panels per layer, in forward order, row by row). "
+                "Sigma_x of a deeper layer is the covariance of the patches of its input "
+                "activations (the previous layer's output after activation and pooling) on "
                 "a fixed sample of the upstream images, recomputed at each point. Top: "
                 "misalignment M of Sigma_w with Sigma_x (solid) against M in random "
                 "orthonormal bases (dashed); below the baseline means the filters follow "
