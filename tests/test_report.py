@@ -3,6 +3,7 @@ import base64
 import html
 import os
 import re
+import types
 
 import matplotlib.pyplot as plt  # only to check that drawing leaves its registry empty
 import numpy as np
@@ -14,6 +15,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from tfrandlabels.analysis import curves
+from tfrandlabels.experiments import transfer
 from tfrandlabels.experiments import transfer_report
 from tfrandlabels.pipeline import plots, report
 
@@ -169,15 +171,16 @@ def learning_curve(seeds):
 ])
 def test_learning_curves_draw_a_band_only_with_three_seeds_or_more(seeds, label):
   curve = learning_curve(seeds)
-  accuracy_axes, loss_axes = plots.learning_curves({"scratch": curve}, target=0.9).axes
+  figure = plots.learning_curves({"scratch": curve}, target=0.9)
+  accuracy_axes, loss_axes = figure.axes
   bands = [[c for c in axes.collections if isinstance(c, PolyCollection)]
            for axes in (accuracy_axes, loss_axes)]
   assert [len(b) for b in bands] == ([1, 1] if seeds >= 3 else [0, 0])
   if bands[0]:
     top = np.asarray(curve["accuracy_mean"]) + np.asarray(curve["accuracy_ci95"])
     assert bands[0][0].get_paths()[0].vertices[:, 1].max() == pytest.approx(top.max())
-  labels = [text.get_text() for text in accuracy_axes.get_legend().get_texts()]
-  assert labels == [label, "target accuracy 0.9"]
+  legend, = figure.legends
+  assert [text.get_text() for text in legend.get_texts()] == [label, "target accuracy 0.9"]
 
 
 def test_learning_curves_draw_every_seed_thin_and_the_mean_bold():
@@ -308,3 +311,50 @@ def test_transfer_depth_points_and_figure():
   assert sorted(t.get_text() for t in axes.get_legend().get_texts()) == ["pretrained",
                                                                      "scratch (1x)"]
   assert plt.get_fignums() == []
+
+
+def _transfer_envelope(downstream_labels):
+  """results/transfer.json of a fake run: scratch and pretrained at k = 1, 2, 3 seeds."""
+  cfg = types.SimpleNamespace(target_accuracy=0.5, seeds=[0, 1, 2])
+  def history(speed, seed):  # accuracy reaches 0.5 at step 10 * (speed + seed)
+    return [{"step": s, "accuracy": min(1.0, s / (20 * (speed + seed))), "loss": 2.0 - s / 100,
+             "eval_accuracy": 0.1} for s in range(10, 110, 10)]
+  runs = [("scratch", 0, 5), ("pretrained", 1, 2), ("pretrained", 2, 3)]
+  scratch = [10 * (5 + seed) for seed in cfg.seeds]
+  variants = {transfer.run_name(v, k): transfer.variant_results(
+      cfg, v, k, [history(speed, seed) for seed in cfg.seeds], scratch, 10)
+              for v, k, speed in runs}
+  payload = {"target_accuracy": 0.5, "variants": variants, "tracks": {},
+             "pretrain": {"steps": 100, "final_train_accuracy": 0.9,
+                          "realized_label_noise": 0.9}}
+  return {"config": {"downstream_labels": downstream_labels}, "payload": payload}
+
+
+def test_transfer_report_says_which_labels_finetuning_fitted():
+  """Random downstream labels get their own figures (named and titled so), no test
+  accuracy (at chance by construction), and a summary that says why; real labels keep
+  the figure names and the test accuracy column."""
+  def parts(labels):
+    section, = transfer_report.sections(None, _transfer_envelope(labels))
+    plots_ = [b.name for b in section.blocks if isinstance(b, report.Plot)]
+    table, = [b for b in section.blocks if isinstance(b, report.Table) and "run" in b.header]
+    return section, plots_, table
+  section, names, table = parts("random")
+  assert names == ["learning_curves_random_labels", "transfer_depth_random_labels"]
+  assert "final test accuracy" not in table.header
+  assert any("test accuracy is at chance" in line for line in section.summary)
+  assert not any(line.startswith("Final test accuracy") for line in section.summary)
+  assert "fresh random labels" in section.blocks[0]
+  section, names, table = parts("real")
+  assert names == ["learning_curves", "transfer_depth"]
+  assert table.header[-1] == "final test accuracy" and len(table.rows[0]) == 5
+  assert any(line.startswith("Final test accuracy") for line in section.summary)
+  assert "with the true labels" in section.blocks[0]
+  # Speed-ups from the fake curves: scratch 60 steps on average, pretrained_k1 30.
+  assert table.rows[1][0] == "pretrained_k1" and table.rows[1][3].startswith("2.00x")
+
+
+def test_transfer_figures_carry_their_title():
+  depths = {"pretrained": [{"k": 1, "ratio": 1.5, "ci95_low": 1.2, "ci95_high": 1.8}]}
+  assert plots.speedup_by_depth(depths, title="T").axes[0].get_title() == "T"
+  assert plots.speedup_by_depth(depths).axes[0].get_title() == ""

@@ -358,6 +358,7 @@ def test_analyze_refuses_bad_input_in_one_line(embedded_dir, tmp_path, args, mes
                                             ("imagenet.cfg", "transfer"),
                                             ("depth_simple_cnn.cfg", "transfer"),
                                             ("depth_vgg16.cfg", "transfer"),
+                                            ("downstream_random.cfg", "transfer"),
                                             ("gaussian.cfg", "gaussian")])
 def test_configs_parse(flagfile, name):
   experiment, cfg = parse_flagfile(flagfile)

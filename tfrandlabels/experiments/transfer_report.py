@@ -17,7 +17,32 @@ VARIANT_DESCRIPTIONS = {
                   "transfer?",
 }
 TRACK_LABELS = {"upstream": "pretraining on random labels",
-                "downstream": "scratch run, real labels"}
+                "downstream": "finetuning from scratch"}
+# --downstream_labels=random: finetuning memorizes fresh random labels. Its figures get
+# their own names and titles, and test accuracy (against the true test labels) is left
+# out, since a network fitted to random labels is at chance there by construction.
+DOWNSTREAM = {False: "with the true labels",
+              True: "with fresh random labels (drawn independently of the upstream ones, "
+                    "so finetuning measures how fast the network memorizes)"}
+RANDOM_TITLE = "Downstream with random labels"
+RANDOM_CAPTION = " on fresh random labels (the speed of memorization)"
+RANDOM_SUMMARY = ("Downstream labels were random, so test accuracy is at chance by "
+                  "construction and is not reported; the speed-ups measure memorization.")
+
+
+def _figure_name(name, random_labels):
+  return f"{name}_random_labels" if random_labels else name
+
+
+def _runs_table(variants, random_labels):
+  """Steps to target and speed-up per run, and final test accuracy for real labels."""
+  header = ["run", "seeds", "steps to target (mean; per seed)", "speed-up over scratch"]
+  rows = [[n, len(e["seeds"]), _steps(e), _speedup(e)] for n, e in variants.items()]
+  if random_labels:
+    return report.Table(header=header, rows=rows, numeric=(1, 3))
+  return report.Table(header=header + ["final test accuracy"],
+                      rows=[row + [_accuracy(e["final_test_accuracy"])]
+                            for row, e in zip(rows, variants.values())], numeric=(1, 3, 4))
 
 
 def _percent(value):
@@ -54,7 +79,7 @@ def _ordered(variants):
       VARIANTS.index(item[1]["variant"]), item[1]["transfer_layers"])))
 
 
-def _summary(payload):
+def _summary(payload, random_labels):
   """The headline findings: speed-ups with intervals, test accuracy, alignment."""
   variants, target = _ordered(payload["variants"]), payload["target_accuracy"]
   lines = []
@@ -73,10 +98,13 @@ def _summary(payload):
                  f"{variants['scratch']['steps_to_target']['mean']:,.0f} from scratch: "
                  f"{speedup['ratio']:.2f}x{interval}, {len(entry['seeds'])} seeds.")
   lines.append(_stability(variants))
-  seeds = max(len(entry["seeds"]) for entry in variants.values())
-  lines.append(f"Final test accuracy (mean ± 95% t-interval, {seeds} seeds): " + ", ".join(
-      f"{name} {_accuracy(entry['final_test_accuracy'])}" for name, entry in variants.items())
-               + ".")
+  if random_labels:
+    lines.append(RANDOM_SUMMARY)
+  else:
+    seeds = max(len(entry["seeds"]) for entry in variants.values())
+    lines.append(f"Final test accuracy (mean ± 95% t-interval, {seeds} seeds): " + ", ".join(
+        f"{name} {_accuracy(entry['final_test_accuracy'])}"
+        for name, entry in variants.items()) + ".")
   upstream = payload["tracks"].get("upstream")
   if upstream and upstream["step"]:
     lines.append(
@@ -163,13 +191,14 @@ def sections(ctx, envelope):
   target = payload["target_accuracy"]
   kinds = dict.fromkeys(entry["variant"] for entry in variants.values())
   pretrain = payload["pretrain"]
+  random_labels = envelope["config"]["downstream_labels"] == "random"
   blocks = [
       "A network is first trained on images whose labels were replaced at random "
-      "(pretraining). Its first k layers are then copied into a fresh network trained with "
-      "the true labels on a disjoint downstream set (finetuning). If pretraining taught "
-      "those layers something about the images, the finetuned network learns faster than "
-      "one trained from scratch. Runs are named VARIANT_kK, K the number of transferred "
-      "layers.",
+      "(pretraining). Its first k layers are then copied into a fresh network trained "
+      f"{DOWNSTREAM[random_labels]} on a disjoint downstream set (finetuning). If "
+      "pretraining taught those layers something about the images, the finetuned network "
+      "learns faster than one trained from scratch. Runs are named VARIANT_kK, K the "
+      "number of transferred layers.",
       *(f"{kind}: {VARIANT_DESCRIPTIONS.get(kind, 'a variant defined by the run.')}"
         for kind in kinds),
       report.Table(header=["pretraining", "value"], rows=[
@@ -183,27 +212,29 @@ def sections(ctx, envelope):
     band = ("the band is the 95% t-interval of the mean" if seeds >= 3 else
             "with fewer than 3 seeds no interval is drawn")
     blocks += [
-        report.Plot(name="learning_curves", png=report.figure_png(
-            plots.learning_curves({n: e["curve"] for n, e in variants.items()}, target)),
-                    caption=f"Train accuracy (left) and loss (right) during finetuning: each "
-                            f"seed thin, the mean bold; {band}. The dashed line is the "
-                            f"target accuracy {target:g}."),
+        report.Plot(name=_figure_name("learning_curves", random_labels),
+                    png=report.figure_png(plots.learning_curves(
+                        {n: e["curve"] for n, e in variants.items()}, target,
+                        title=RANDOM_TITLE if random_labels else None)),
+                    caption=f"Train accuracy (left) and loss (right) during finetuning"
+                            f"{RANDOM_CAPTION if random_labels else ''}: each seed thin, the "
+                            f"mean bold; {band}. The dashed line is the target accuracy "
+                            f"{target:g}."),
         f"Steps to target: the first logged step at which a run's train accuracy reaches "
         f"{target:g} (exact to the logging interval). Speed-up: mean steps of scratch over "
         f"those of the run, with a 95% bootstrap interval over seeds.",
-        report.Table(header=["run", "seeds", "steps to target (mean; per seed)",
-                             "speed-up over scratch", "final test accuracy"],
-                     rows=[[n, len(e["seeds"]), _steps(e), _speedup(e),
-                            _accuracy(e["final_test_accuracy"])] for n, e in variants.items()],
-                     numeric=(1, 3, 4))]
+        _runs_table(variants, random_labels)]
   depths = _depths(variants)
   if depths:
     blocks.append(report.Plot(
-        name="transfer_depth", png=report.figure_png(plots.speedup_by_depth(depths)),
+        name=_figure_name("transfer_depth", random_labels),
+        png=report.figure_png(plots.speedup_by_depth(
+            depths, title=RANDOM_TITLE if random_labels else None)),
         caption="Speed-up over scratch against the number k of layers transferred, with "
-                "95% bootstrap intervals over seeds. Maennel et al. find early layers "
-                "generalize and later ones specialize: the speed-up can fall, even below "
-                "1x, as k grows."))
+                "95% bootstrap intervals over seeds"
+                f"{', finetuning' + RANDOM_CAPTION if random_labels else ''}. Maennel et al. find early "
+                "layers generalize and later ones specialize: the speed-up can fall, even "
+                "below 1x, as k grows."))
   tracks = {n: t for n, t in payload["tracks"].items() if t["step"]}
   if tracks:
     blocks += [
@@ -235,4 +266,4 @@ def sections(ctx, envelope):
                 "a ridge), so M and its baseline are both large and close, and the "
                 "subspace overlap is the telling measure."))
   return [report.Section(title="Transfer after random-label pretraining",
-                         summary=_summary(payload), blocks=blocks)]
+                         summary=_summary(payload, random_labels), blocks=blocks)]

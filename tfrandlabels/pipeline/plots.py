@@ -68,13 +68,15 @@ def _draw_run(axes, name: str, curve: Mapping, metric: str, color: str):
   return (band, line), f"{label} ± {INTERVAL}"
 
 
-def learning_curves(runs: Mapping[str, Mapping], target: float) -> Figure:
+def learning_curves(runs: Mapping[str, Mapping], target: float,
+                    title: Optional[str] = None) -> Figure:
   """Train accuracy and loss during finetuning: every seed, their mean and its interval.
 
   Args:
     runs: run name -> its curve as `curves.learning_curves` returns it ("step",
       "seeds", and per seed, mean and ci95 of "accuracy" and "loss").
     target: the target train accuracy, drawn as a dashed line.
+    title: drawn above both panels, if given (e.g. what the labels were).
 
   Returns:
     Two panels, train accuracy and train loss (log scale). Each seed is a thin line and
@@ -100,7 +102,10 @@ def learning_curves(runs: Mapping[str, Mapping], target: float) -> Figure:
   for axes in (accuracy_axes, loss_axes):
     axes.grid(alpha=0.3)
   handles, labels = zip(*legend)
-  accuracy_axes.legend(handles, labels, loc="lower right", fontsize="small")
+  # Below the panels: inside, it hid the rise of the slower runs' curves.
+  figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+  if title:
+    figure.suptitle(title)
   return figure
 
 
@@ -245,13 +250,15 @@ def misalignment(alignment: Mapping) -> Figure:
   return figure
 
 
-def speedup_by_depth(depths: Mapping[str, Sequence[Mapping]]) -> Figure:
+def speedup_by_depth(depths: Mapping[str, Sequence[Mapping]],
+                     title: Optional[str] = None) -> Figure:
   """Speed-up over scratch against the number k of transferred layers.
 
   Args:
     depths: {variant: [{"k", "ratio", "ci95_low", "ci95_high"}, ...]}, k ascending; a
       ratio of None (a seed missed the target) is left out, an interval of None drawn
       without error bar.
+    title: the panel's title, if given (e.g. what the downstream labels were).
 
   Returns:
     One panel: per variant, the speed-up at each k with its 95% interval, and the line
@@ -273,6 +280,8 @@ def speedup_by_depth(depths: Mapping[str, Sequence[Mapping]]) -> Figure:
   every_k = sorted({p["k"] for points in depths.values() for p in points})
   axes.set_xticks(every_k)
   axes.set(xlabel="transferred layers k", ylabel="speed-up over scratch")
+  if title:
+    axes.set_title(title)
   axes.legend(fontsize=8)
   return figure
 
