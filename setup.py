@@ -26,7 +26,7 @@ setuptools.setup(
         "scikit-image==0.26.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "Pillow"],
+        "test": ["pytest>=7", "pytest-timeout", "pytest-xdist", "Pillow"],
         "cuda": ["tensorflow[and-cuda]>=2.16"],
     },
 )

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 if __name__ == "__main__":
-  args = sys.argv[1:] + ["-p", "no:cacheprovider"]
+  # One process: Bazel already runs several targets at once (.bazelrc).
+  args = sys.argv[1:] + ["-p", "no:cacheprovider", "-n", "0"]
   if "XML_OUTPUT_FILE" in os.environ:
     args.append("--junitxml=" + os.environ["XML_OUTPUT_FILE"])
   sys.exit(pytest.main(args))

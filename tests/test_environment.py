@@ -129,3 +129,13 @@ def test_storage_failures_are_told_from_bugs(text, storage):
   assert (errors.storage_failure(RuntimeError(text)) is not None) == storage
   if storage:
     assert "\n" not in errors.storage_failure(RuntimeError(text))
+
+
+def test_a_long_storage_failure_keeps_its_cause_within_the_limit():
+  path = "gs://bucket/" + "deep/" * 100 + "ckpt-1.tmp"
+  line = errors.storage_failure(RuntimeError(f"SaveV2 failed\n\t{path}; No space left on "
+                                             "device [Op:SaveV2]"))
+  assert len(line) <= 300 and line.startswith("SaveV2 failed gs://bucket/deep/")
+  assert line.endswith(" ... No space left on device [Op:SaveV2]")
+  assert errors.storage_failure(RuntimeError("/w; No space left on device")) == (
+      "/w; No space left on device")

@@ -34,4 +34,12 @@ def storage_failure(error, limit=300):
   read-only or forbidden path, an unreachable bucket), else None: a bug, which keeps
   its traceback. All of its lines are kept: TensorFlow puts the path on a second one."""
   text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-  return text[:limit] if any(s in text for s in _STORAGE_FAILURES) else None
+  found = [text.index(s) for s in _STORAGE_FAILURES if s in text]
+  if not found:
+    return None
+  # The cause must survive the clipping: a long path (a deep gs:// folder, a TensorFlow
+  # op name) before it would otherwise push it out.
+  cause = text[min(found):][:limit // 3]
+  if min(found) + len(cause) <= limit:
+    return text[:limit]
+  return f"{text[:limit - len(cause) - 5]} ... {cause}"
