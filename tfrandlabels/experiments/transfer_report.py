@@ -192,6 +192,8 @@ def sections(ctx, envelope):
   kinds = dict.fromkeys(entry["variant"] for entry in variants.values())
   pretrain = payload["pretrain"]
   random_labels = envelope["config"]["downstream_labels"] == "random"
+  title = RANDOM_TITLE if random_labels else None
+  labels_caption = RANDOM_CAPTION if random_labels else ""
   blocks = [
       "A network is first trained on images whose labels were replaced at random "
       "(pretraining). Its first k layers are then copied into a fresh network trained "
@@ -214,12 +216,10 @@ def sections(ctx, envelope):
     blocks += [
         report.Plot(name=_figure_name("learning_curves", random_labels),
                     png=report.figure_png(plots.learning_curves(
-                        {n: e["curve"] for n, e in variants.items()}, target,
-                        title=RANDOM_TITLE if random_labels else None)),
+                        {n: e["curve"] for n, e in variants.items()}, target, title=title)),
                     caption=f"Train accuracy (left) and loss (right) during finetuning"
-                            f"{RANDOM_CAPTION if random_labels else ''}: each seed thin, the "
-                            f"mean bold; {band}. The dashed line is the target accuracy "
-                            f"{target:g}."),
+                            f"{labels_caption}: each seed thin, the mean bold; {band}. The dashed "
+                            f"line is the target accuracy {target:g}."),
         f"Steps to target: the first logged step at which a run's train accuracy reaches "
         f"{target:g} (exact to the logging interval). Speed-up: mean steps of scratch over "
         f"those of the run, with a 95% bootstrap interval over seeds.",
@@ -228,13 +228,11 @@ def sections(ctx, envelope):
   if depths:
     blocks.append(report.Plot(
         name=_figure_name("transfer_depth", random_labels),
-        png=report.figure_png(plots.speedup_by_depth(
-            depths, title=RANDOM_TITLE if random_labels else None)),
-        caption="Speed-up over scratch against the number k of layers transferred, with "
-                "95% bootstrap intervals over seeds"
-                f"{', finetuning' + RANDOM_CAPTION if random_labels else ''}. Maennel et al. find early "
-                "layers generalize and later ones specialize: the speed-up can fall, even "
-                "below 1x, as k grows."))
+        png=report.figure_png(plots.speedup_by_depth(depths, title=title)),
+        caption=f"Speed-up over scratch in finetuning{labels_caption} against the number "
+                "k of layers transferred, with 95% bootstrap intervals over seeds. Maennel "
+                "et al. find early layers generalize and later ones specialize: the "
+                "speed-up can fall, even below 1x, as k grows."))
   tracks = {n: t for n, t in payload["tracks"].items() if t["step"]}
   if tracks:
     blocks += [
