@@ -2,14 +2,17 @@
 
 The reference code of Wang et al. (nis-research/nn-frequency-shortcuts) scores one
 frequency at a time: FFT of the class's images, remove the frequency, inverse FFT,
-one forward pass, for every frequency of every class. `spectra.frequency_importance`
-takes one FFT of the images and removes many frequencies per forward pass. Both run
-here on the same images (the first `--images` test images of each class of a
-planted-band set, standardized), the same model (`strided_cnn`, seeded; its weights
-do not change the work) and the same compiled forward function, and score the same
-frequencies: each conjugate pair once (the loop skips a frequency whose partner it
-already scored, the reference's conjugate bug fixed). Rounds alternate which method
-goes first (`rounds.alternate`); each round times the search over every class.
+one forward pass, for every frequency of every class. The `dominant_frequencies`
+analysis (`spectra.class_frequency_importance` on the model split by
+`split_first_convolution`) takes one FFT of the images, removes each frequency by
+subtracting its sinusoid after the first convolution (run on 2C patterns per
+frequency, not on every image), and scores many frequencies of all classes per
+forward pass. Both run here on the same images (the first `--images` test images of
+each class of a planted-band set, standardized) and the same model (`strided_cnn`,
+seeded; its weights do not change the work), and score the same frequencies: each
+conjugate pair once (the loop skips a frequency whose partner it already scored, the
+reference's conjugate bug fixed). Rounds alternate which method goes first
+(`rounds.alternate`); each round times the search over every class.
 
 Run: .venv/bin/python bench/dominant_frequencies.py [--images=32 --rounds=3]
 The last line is `dfm_vs_loop=<ratio>`: median loop time over median batched time.
@@ -21,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrandlabels import models
+from tfrandlabels.analyses import dominant_frequencies
 from tfrandlabels.analysis import spectra
 from tfrandlabels.data import planted
 
@@ -69,16 +73,25 @@ def loop_importance(predict, images, label):
   return importance
 
 
-def batched_importance(predict, images, label, batch):
-  return spectra.frequency_importance(predict, images, label,
-                                      chunk=max(1, batch // len(images)))
+def batched_search(model, per_class, batch):
+  """The analysis's search: every class at once, after the first convolution."""
+  stem, head = dominant_frequencies.split_first_convolution(model)
+  images = np.concatenate(per_class)
+  labels = np.repeat(np.arange(len(per_class)), [len(x) for x in per_class])
+  return list(spectra.class_frequency_importance(head, images, labels, len(per_class),
+                                                 chunk=max(1, batch // len(images)),
+                                                 stem=stem))
 
 
-def search(method, per_class, found):
+def loop_search(predict, per_class):
+  return [loop_importance(predict, images, label) for label, images in enumerate(per_class)]
+
+
+def search(method, found):
   """A contender for `rounds.alternate`: () -> seconds to score every frequency of every
   class; the scores are left in the list `found`."""
   def run():
-    found[:] = [method(images, label) for label, images in enumerate(per_class)]
+    found[:] = method()
   return rounds.timed(run)
 
 
@@ -89,17 +102,16 @@ def main():
   model = models.build_model("strided_cnn", planted.NUM_CLASSES, per_class[0].shape[1:],
                              seed=0)
   predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-  methods = {
-      "batched": lambda images, label: batched_importance(predict, images, label, args.batch),
-      "loop": lambda images, label: loop_importance(predict, images, label)}
+  methods = {"batched": lambda: batched_search(model, per_class, args.batch),
+             "loop": lambda: loop_search(predict, per_class)}
   print(f"{args.dataset}: {planted.NUM_CLASSES} classes x {args.images} test images, "
         f"32x32x3; strided_cnn; every frequency pair scored; batched: up to {args.batch} "
         "images per forward pass")
-  # Warm up: trace the forward function for every batch shape both methods use.
-  for method in methods.values():
-    method(per_class[0], 0)
+  # Warm up: trace (and compile) every function for the shapes both methods use.
+  batched_search(model, per_class, args.batch)
+  loop_importance(predict, per_class[0], 0)
   scores = {name: [] for name in methods}
-  times = rounds.alternate({name: search(method, per_class, scores[name])
+  times = rounds.alternate({name: search(method, scores[name])
                             for name, method in methods.items()}, args.rounds)
   difference = max(np.nanmax(np.abs(a - b)) for a, b in zip(scores["batched"], scores["loop"]))
   same = np.mean([np.array_equal(spectra.dominant_frequency_map(a),

@@ -173,6 +173,23 @@ def test_log10_volume_counts_zero_singular_values():
   np.testing.assert_array_equal(num_zero, 3)
 
 
+def test_log10_volume_of_float32_jacobians_matches_float64():
+  # Wide float32 Jacobians (n = 16 features, d = 300 inputs) with singular values from
+  # 1 down to 1e-3: the float32 path (eigenvalues of the Gram matrix) against the
+  # float64 path (QR) on the same entries.
+  rng = np.random.default_rng(10)
+  left = np.linalg.qr(rng.standard_normal((3, 16, 16)))[0]
+  right = np.linalg.qr(rng.standard_normal((3, 300, 16)))[0]
+  jacobian = (left * np.logspace(0, -3, 16)) @ np.swapaxes(right, 1, 2)
+  single = jacobian.astype(np.float32)
+  log_volume, num_zero = geometry.log10_volume(single)
+  np.testing.assert_array_equal(num_zero, 0)
+  np.testing.assert_allclose(log_volume, geometry.log10_volume(single.astype(np.float64))[0],
+                             atol=1e-5)
+  np.testing.assert_allclose(log_volume, np.sum(np.log10(np.logspace(0, -3, 16) / 4)),
+                             atol=1e-3)
+
+
 def test_log10_volume_does_not_overflow():
   # 400 singular values of 10: the volume 10^400 overflows float64, its log does not.
   width = 400

@@ -103,6 +103,31 @@ def test_a_softmax_model_gets_the_dfms_of_its_logits(examples, model):
   assert not dominant_frequencies.outputs_probabilities([[-0.5, 1.5]])
 
 
+def test_split_first_convolution_composes_to_the_model():
+  keras.utils.set_random_seed(14)
+  x = np.random.default_rng(15).normal(size=(3, 8, 8, 3)).astype(np.float32)
+  sequential = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                                 keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                                 keras.layers.Flatten(), keras.layers.Dense(2)])
+  sequential(x, training=True)  # moving statistics away from their initial values
+  inputs = keras.Input((8, 8, 3))
+  relu_conv = keras.layers.Conv2D(4, 3, activation="relu", use_bias=False)(inputs)
+  functional = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(relu_conv)))
+  for model in (sequential, functional):
+    stem, head = dominant_frequencies.split_first_convolution(model)
+    np.testing.assert_allclose(head(stem(x)), model(x, training=False), rtol=1e-5, atol=1e-6)
+    # The stem is affine: stem(a x + b y) = a stem(x) + b stem(y) + (1 - a - b) stem(0).
+    zero = stem(np.zeros_like(x[:1]))
+    np.testing.assert_allclose(stem(2 * x[:1] - 3 * x[1:2]),
+                               2 * stem(x[:1]) - 3 * stem(x[1:2]) + 2 * zero, atol=1e-5)
+  two_consumers = keras.Model(inputs, keras.layers.Add()([
+      keras.layers.Conv2D(4, 3)(inputs), keras.layers.Conv2D(4, 3)(inputs)]))
+  dense_first = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(2)])
+  for model in (two_consumers, dense_first):
+    assert dominant_frequencies.split_first_convolution(model) is None
+
+
 def test_shortcut_test_equals_filtering_image_by_image(examples, model):
   images, labels = examples
   output = shortcut_test.run(model, make_data(images, labels), settings())

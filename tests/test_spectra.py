@@ -219,6 +219,59 @@ def test_frequency_importance_equals_a_one_mask_at_a_time_loop(monkeypatch):
     assert math.ceil(fraction * 64) <= dfm.sum() <= math.ceil(fraction * 64) + 1
 
 
+def pooled_model(channels, num_classes=3):
+  """A model of images of any size: conv (ReLU), global average pool, dense."""
+  keras.utils.set_random_seed(11)
+  inputs = keras.Input((None, None, channels))
+  hidden = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(inputs)
+  pooled = keras.layers.GlobalAveragePooling2D()(hidden)
+  return keras.Model(inputs, keras.layers.Dense(num_classes)(pooled))
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 2), (7, 7, 3)])
+def test_removal_after_an_affine_stem_equals_removal_from_the_images(shape):
+  height, width, channels = shape
+  model = pooled_model(channels)
+  conv = model.layers[1]
+  rest = keras.Model(conv.output, model.output)
+
+  def stem(x):  # The convolution before its ReLU: affine in x.
+    return conv.convolution_op(x, conv.kernel) + conv.bias
+
+  def head(responses):
+    return rest(tf.nn.relu(responses), training=False)
+
+  images = np.random.default_rng(12).normal(size=(4, *shape)).astype(np.float32)
+  label = 2
+  intact = numpy_mean_cross_entropy(model(images), label)
+  reference = np.zeros((height, width))
+  for row in range(height):
+    for col in range(width):
+      removed = np.stack([numpy_remove(image.astype(np.float64), row, col) for image in images])
+      reference[row, col] = numpy_mean_cross_entropy(model(removed.astype(np.float32)),
+                                                     label) - intact
+  assert np.ptp(reference) > 1e-4
+  plain = spectra.frequency_importance(model, images, label, chunk=4)
+  after_stem = spectra.frequency_importance(head, images, label, chunk=4, stem=stem)
+  np.testing.assert_allclose(plain, reference, atol=2e-6)
+  np.testing.assert_allclose(after_stem, reference, atol=2e-6)
+
+
+def test_class_frequency_importance_equals_one_class_at_a_time():
+  model = pooled_model(3, num_classes=4)
+  rng = np.random.default_rng(13)
+  images = rng.normal(size=(7, 6, 6, 3)).astype(np.float32)
+  labels = np.array([0, 2, 0, 1, 2, 2, 0])  # class 3 has no image
+  maps = spectra.class_frequency_importance(model, images, labels, 4, chunk=3)
+  assert maps.shape == (4, 6, 6)
+  for c in range(3):
+    np.testing.assert_allclose(maps[c], spectra.frequency_importance(
+        model, images[labels == c], c, chunk=5), atol=1e-6)
+  assert np.isnan(maps[3]).all()
+  with pytest.raises(ValueError, match=r"labels must be 7 ints in \[0, 4\)"):
+    spectra.class_frequency_importance(model, images, labels + 2, 4)
+
+
 def test_frequency_importance_scores_only_the_given_frequencies():
   model = tiny_model()
   images = np.random.default_rng(7).normal(size=(2, 8, 8, 3)).astype(np.float32)

@@ -5,8 +5,12 @@ For class c, every frequency (with its conjugate partner, on all channels) is re
 from the first `--dominant_frequencies_images` images of class c in the split, and
 the increase of the model's mean cross-entropy is the frequency's score; the DFM
 keeps the top `--dominant_frequencies_top_fraction` (paper: 5%). The search is
-batched (`spectra.frequency_importance`): one FFT of the class's images, then many
-removals per forward pass, `--dominant_frequencies_batch` images at a time.
+batched (`spectra.class_frequency_importance`): one FFT of the images, then many
+removals per forward pass, `--dominant_frequencies_batch` images at a time, all
+classes' images in every pass. When the model's input feeds a convolution alone, the
+frequencies are removed after it (`split_first_convolution`): that layer is linear
+before its activation, so it runs on a few patterns per frequency, not on every
+filtered image.
 
 Logits or probabilities: the loss needs logits. A model whose outputs on the class's
 images are all probability rows (in [0, 1], summing to 1: it ends in a softmax) is
@@ -24,6 +28,7 @@ import dataclasses
 import hashlib
 
 from absl import flags
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -86,6 +91,39 @@ def logits_fn(call, outputs):
           "probabilities")
 
 
+def split_first_convolution(model):
+  """(stem, head) with head(stem(x)) == model(x, training=False), stem affine; or None.
+
+  The split exists when the model is a functional or Sequential Keras model whose input
+  feeds one layer only, a channels-last `keras.layers.Conv2D`: the stem is that convolution plus its
+  bias, in float32, and the head its activation followed by the rest of the model.
+  `spectra.frequency_importance` then removes frequencies after the first
+  convolution, which it runs on a few patterns per frequency instead of on every
+  filtered image.
+  """
+  inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+  if not inputs or len(inputs) != 1 or not outputs or len(outputs) != 1:
+    return None
+  consumers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+               and any(t is inputs[0] for t in keras.tree.flatten(layer.input))]
+  if (len(consumers) != 1 or not isinstance(consumers[0], keras.layers.Conv2D)
+      or consumers[0].data_format != "channels_last"):
+    return None
+  conv = consumers[0]
+  rest = keras.Model(conv.output, outputs[0])
+
+  @tf.function(reduce_retracing=True)
+  def stem(images):
+    responses = conv.convolution_op(tf.cast(images, tf.float32), tf.cast(conv.kernel, tf.float32))
+    return responses + tf.cast(conv.bias, tf.float32) if conv.use_bias else responses
+
+  @tf.function(reduce_retracing=True)
+  def head(responses):
+    return rest(conv.activation(responses), training=False)
+
+  return stem, head
+
+
 def class_images(data, per_class):
   """The first `per_class` model-ready images of each class of the split, [C] arrays.
 
@@ -143,13 +181,16 @@ def class_dfms(model, data, *, top_fraction, images, batch):
          top_fraction)
   if key in _MEMO:
     return _MEMO[key]
-  predict, outputs = logits_fn(call, probe_outputs)
+  split = split_first_convolution(model)
+  stem, head = split if split else (None, call)
+  predict, outputs = logits_fn(head, probe_outputs)
+  labels = np.repeat(np.arange(data.num_classes), [len(x) for x in per_class])
+  importance = spectra.class_frequency_importance(predict, probe, labels, data.num_classes,
+                                                  chunk=max(1, batch // len(probe)), stem=stem)
   dfms = np.zeros((data.num_classes, *probe.shape[1:3]), bool)
   for label, class_batch in enumerate(per_class):
     if len(class_batch):
-      importance = spectra.frequency_importance(predict, class_batch, label,
-                                                chunk=max(1, batch // len(class_batch)))
-      dfms[label] = spectra.dominant_frequency_map(importance, top_fraction)
+      dfms[label] = spectra.dominant_frequency_map(importance[label], top_fraction)
   result = ClassDfms(dfms=dfms, images=np.array([len(x) for x in per_class]), outputs=outputs)
   _MEMO[key] = result
   while len(_MEMO) > _MEMO_SIZE:

@@ -235,6 +235,25 @@ def _square_factor(matrices: np.ndarray) -> np.ndarray:
   return np.linalg.qr(tall, mode="r")
 
 
+def _singular_values(jacobian: np.ndarray) -> np.ndarray:
+  """Singular values [B, m] of [B, n, d] matrices, descending, in float64.
+
+  A float64 Jacobian goes through QR (`_square_factor`), accurate down to float64
+  rounding. A float32 (or coarser) Jacobian goes through the eigenvalues of its
+  m x m Gram matrix, formed in float64: about 1 ms a point for a 64 x 3072 Jacobian
+  against 10 to 25 ms for QR. Squaring costs accuracy only below s_max * sqrt(m * eps64),
+  at least 8 times under the zero tolerance for float32 entries (s_max * max(n, d) *
+  eps32, see `log10_volume`); above it the Gram's eigenvalues carry float64 relative
+  accuracy, finer than the Jacobian's own float32 rounding.
+  """
+  matrices = jacobian.astype(np.float64)
+  if np.finfo(jacobian.dtype).eps > np.finfo(np.float64).eps:
+    wide = matrices if matrices.shape[1] <= matrices.shape[2] else np.swapaxes(matrices, 1, 2)
+    eigenvalues = np.linalg.eigvalsh(wide @ np.swapaxes(wide, 1, 2))[:, ::-1]
+    return np.sqrt(np.maximum(eigenvalues, 0.0))
+  return np.linalg.svd(_square_factor(matrices), compute_uv=False)
+
+
 def log10_volume(jacobian, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
   """log10 of the volume element, from the singular values of J / sqrt(n).
 
@@ -270,9 +289,10 @@ def log10_volume(jacobian, k: Optional[int] = None) -> Tuple[np.ndarray, np.ndar
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= rank_bound:
     raise ValueError(f"k must be an int in [1, min(n, d)] = [1, {rank_bound}] or None, got "
                      f"{k!r}.")
-  eps = np.finfo(jacobian.dtype if jacobian.dtype.kind == "f" else np.float64).eps
-  singular_values = np.linalg.svd(_square_factor(jacobian.astype(np.float64)),
-                                  compute_uv=False)
+  if jacobian.dtype.kind != "f":
+    jacobian = jacobian.astype(np.float64)
+  eps = np.finfo(jacobian.dtype).eps
+  singular_values = _singular_values(jacobian)
   singular_values /= math.sqrt(width)
   tolerance = singular_values[:, :1] * max(width, dim) * eps
   top = singular_values[:, :k]

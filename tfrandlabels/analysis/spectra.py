@@ -246,6 +246,90 @@ def remove_frequencies(images, masks):
   return _filter_half_spectra(_half_spectra(images), masks, height, width)
 
 
+def _sinusoids(height, width, positions):
+  """What removing each conjugate pair takes from an image, per unit coefficient.
+
+  Removing frequency k = (u, v) and its partner -k from x subtracts
+  (w / HW) * Re(X[k] exp(2 pi i (u m / H + v n / W))) at pixel (m, n), with w = 2 for a
+  pair and w = 1 for a frequency that is its own partner. Writing X[k] = A + iB, that
+  is A * cos - B * sin of the returned patterns.
+
+  Args:
+    height: image height H.
+    width: image width W.
+    positions: centred (row, column) positions [K, 2].
+
+  Returns:
+    (rows, cols, cos, sin): the unshifted index of each pair's member in the half
+    spectrum of a real FFT (column <= W // 2), and float32 patterns [K, H, W] that
+    carry the factor w / HW.
+  """
+  rows = (positions[:, 0] - height // 2) % height
+  cols = (positions[:, 1] - width // 2) % width
+  flip = cols > width // 2
+  rows, cols = np.where(flip, -rows % height, rows), np.where(flip, -cols % width, cols)
+  own_partner = (rows == -rows % height) & (cols == -cols % width)
+  weight = np.where(own_partner, 1.0, 2.0) / (height * width)
+  phase = 2 * np.pi * (rows[:, None, None] * np.arange(height)[:, None] / height
+                       + cols[:, None, None] * np.arange(width) / width)
+  return (rows, cols, (weight[:, None, None] * np.cos(phase)).astype(np.float32),
+          (weight[:, None, None] * np.sin(phase)).astype(np.float32))
+
+
+def _responses(linear, patterns, channels):
+  """The linear map `linear` on each pattern [K, H, W] placed in each channel alone:
+  [K, C, P], P the size of one output; one call of `linear` for all of them."""
+  count, height, width = patterns.shape
+  placed = (patterns[:, None, :, :, None] * np.eye(channels, dtype=np.float32)[
+      None, :, None, None, :]).reshape(count * channels, height, width, channels)
+  return tf.reshape(linear(placed), [count, channels, -1])
+
+
+@tf.function(jit_compile=True)
+def _subtract_responses(stem_outputs, real, imag, cos_responses, sin_responses):
+  """stem_outputs [B, P] - sum_c (real * cos - imag * sin responses): [K, B, P], from
+  coefficients [K, B, C] and responses [K, C, P]. Compiled, the sum over the few
+  channels fuses into one pass over the output (an einsum or batched matmul of a
+  contraction over C = 3 is several times slower on a CPU)."""
+  removed = stem_outputs[None]
+  for channel in range(real.shape[2]):
+    removed -= (real[:, :, channel, None] * cos_responses[:, None, channel]
+                - imag[:, :, channel, None] * sin_responses[:, None, channel])
+  return removed
+
+
+def _stem_without_pairs(stem, stem_outputs, half_spectra, positions, width):
+  """stem(x - s_k) for every image x and pair k, [K * B, ...stem output shape].
+
+  Removing pair k subtracts a sinusoid s_k from every image (`_sinusoids`), whose
+  coefficients come from the one FFT of the images (`half_spectra`, [B, C, H,
+  W // 2 + 1]; `width` is W). For an affine stem, stem(x - s_k) = stem(x) - L(s_k),
+  L = stem - stem(0) its linear part, and s_k is a combination of 2C patterns (cos
+  and sin in each channel) with the image's coefficients as weights: L runs on those
+  2C patterns once per pair, not on every filtered image, and no filtered image is
+  ever built. With the identity stem this equals `remove_frequencies` with
+  `removal_masks(positions)`, in O(HW) per image and pair where an inverse FFT costs
+  O(HW log HW).
+
+  Args:
+    stem: the linear part L of the stem, e.g. `lambda x: stem(x) - stem(0)`.
+    stem_outputs: the stem's outputs on the intact images, [B, ...].
+    half_spectra: [B, C, H, W // 2 + 1], from `_half_spectra` of the images.
+    positions: centred positions [K, 2], one per pair.
+    width: the images' width W.
+  """
+  _, channels, height, _ = half_spectra.shape
+  rows, cols, cos, sin = _sinusoids(height, width, positions)
+  coefficients = tf.gather_nd(tf.transpose(half_spectra, [2, 3, 0, 1]),
+                              np.stack([rows, cols], axis=1))  # [K, B, C]
+  cos_responses, sin_responses = tf.split(
+      _responses(stem, np.concatenate([cos, sin]), channels), 2)
+  removed = _subtract_responses(
+      tf.reshape(stem_outputs, [stem_outputs.shape[0], -1]), tf.math.real(coefficients),
+      tf.math.imag(coefficients), cos_responses, sin_responses)
+  return tf.reshape(removed, [-1, *stem_outputs.shape[1:]])
+
+
 def _pair_representatives(height, width, positions):
   """One centred position per conjugate pair among `positions`, [P, 2], sorted."""
   partner_rows, partner_cols = conjugate_positions(height, width, positions[:, 0],
@@ -256,35 +340,21 @@ def _pair_representatives(height, width, positions):
   return np.stack([unique // width, unique % width], axis=1)
 
 
-def _mean_cross_entropy(labels, logits, groups):
-  """Mean sparse cross-entropy of logits [groups * B, classes] per group: [groups]."""
+def _group_mean_losses(labels, logits, group_weights):
+  """Mean cross-entropy per group of logits [K * B, classes], K stacked copies of the
+  B images: [K, G], with group_weights [B, G] the 1 / size weights of each group."""
   losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=labels, logits=tf.cast(logits, tf.float32))
-  return tf.reduce_mean(tf.reshape(losses, [groups, -1]), axis=1)
+      labels=tf.tile(labels, [logits.shape[0] // labels.shape[0]]),
+      logits=tf.cast(logits, tf.float32))
+  return tf.reshape(losses, [-1, labels.shape[0]]) @ group_weights
 
 
-def frequency_importance(predict_fn, images, labels, frequencies=None, chunk=16):
-  """Increase of the mean cross-entropy when each frequency is removed from images.
+def _grouped_importance(predict_fn, images, labels, groups, num_groups, frequencies, chunk,
+                        stem):
+  """[num_groups, H, W] importance maps, each the mean over the images of one group.
 
-  This is the ranking score of a dominant frequency map: give it the images of one
-  class. Each frequency is removed together with its conjugate partner, and the pair
-  gets one score, stored at both positions. Removals are batched: `chunk` masks are
-  applied to all B images at once from one FFT of the images, so each call of
-  `predict_fn` sees chunk * B images.
-
-  Args:
-    predict_fn: maps float32 images [N, H, W, C] to logits [N, num_classes] (not
-      probabilities), e.g. `lambda x: model(x, training=False)`.
-    images: the images [B, H, W, C] of one class, already preprocessed as the model
-      expects them (the frequencies are removed from exactly these values).
-    labels: their label, an int or an int array [B].
-    frequencies: centred (row, column) positions [K, 2] to score; default every
-      frequency.
-    chunk: number of removed frequency pairs per call of `predict_fn`.
-
-  Returns:
-    float64 numpy array [H, W], centred layout: mean loss with the frequency removed
-    minus the mean loss of the intact images; NaN where no frequency was scored.
+  The search shared by `frequency_importance` (one group) and
+  `class_frequency_importance` (a group per class); see those for the arguments.
   """
   images = tf.cast(_image_batch(images), tf.float32)
   batch, height, width = images.shape[0], images.shape[1], images.shape[2]
@@ -295,19 +365,90 @@ def frequency_importance(predict_fn, images, labels, frequencies=None, chunk=16)
     frequencies = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
                            axis=-1).reshape(-1, 2)
   pairs = _pair_representatives(height, width, _positions(height, width, frequencies))
-  intact_loss = _mean_cross_entropy(labels, predict_fn(images), 1)[0]
+  members = np.eye(num_groups, dtype=np.float32)[groups]  # [B, G]
+  sizes = members.sum(axis=0)
+  group_weights = tf.constant(members / np.maximum(sizes, 1))
+  stem = stem or tf.identity
+  stem_outputs = stem(images)
+  offset = stem(tf.zeros([1, *images.shape[1:]]))
+  intact = _group_mean_losses(labels, predict_fn(stem_outputs), group_weights)
   half_spectra = _half_spectra(images)
-  importance = np.full((height, width), np.nan)
+  importance = np.full((num_groups, height, width), np.nan)
   for start in range(0, len(pairs), chunk):
     positions = pairs[start:start + chunk]
-    filtered = _filter_half_spectra(half_spectra, removal_masks(height, width, positions),
-                                    height, width)
-    logits = predict_fn(tf.reshape(filtered, [-1, height, width, images.shape[3]]))
-    losses = _mean_cross_entropy(tf.tile(labels, [len(positions)]), logits, len(positions))
-    increase = (losses - intact_loss).numpy()
-    importance[positions[:, 0], positions[:, 1]] = increase
-    importance[conjugate_positions(height, width, positions[:, 0], positions[:, 1])] = increase
+    removed = _stem_without_pairs(lambda x: stem(x) - offset, stem_outputs, half_spectra,
+                                  positions, width)
+    increase = (_group_mean_losses(labels, predict_fn(removed), group_weights)
+                - intact).numpy().T  # [G, K]
+    importance[:, positions[:, 0], positions[:, 1]] = increase
+    partner_rows, partner_cols = conjugate_positions(height, width, positions[:, 0],
+                                                     positions[:, 1])
+    importance[:, partner_rows, partner_cols] = increase
+  importance[sizes == 0] = np.nan
   return importance
+
+
+def frequency_importance(predict_fn, images, labels, frequencies=None, chunk=16,
+                         stem=None):
+  """Increase of the mean cross-entropy when each frequency is removed from images.
+
+  This is the ranking score of a dominant frequency map: give it the images of one
+  class. Each frequency is removed together with its conjugate partner, and the pair
+  gets one score, stored at both positions. Removals are batched: `chunk` pairs are
+  removed from all B images at once, from one FFT of the images, so each call of
+  `predict_fn` sees chunk * B inputs.
+
+  Args:
+    predict_fn: maps stem outputs [N, ...] (with the identity stem: float32 images
+      [N, H, W, C]) to logits [N, num_classes] (not probabilities), e.g.
+      `lambda x: model(x, training=False)`.
+    images: the images [B, H, W, C] of one class, already preprocessed as the model
+      expects them (the frequencies are removed from exactly these values).
+    labels: their label, an int or an int array [B].
+    frequencies: centred (row, column) positions [K, 2] to score; default every
+      frequency.
+    chunk: number of removed frequency pairs per call of `predict_fn`.
+    stem: None (the identity), or an affine map of float32 images [N, H, W, C] such
+      that predict_fn(stem(x)) are the model's logits, e.g. its first convolution
+      without the activation. Removals then happen in the stem's output space
+      (`_stem_without_pairs`): the stem runs on 2C patterns per pair instead of on
+      every filtered image. A stem that is not affine gives wrong scores.
+
+  Returns:
+    float64 numpy array [H, W], centred layout: mean loss with the frequency removed
+    minus the mean loss of the intact images; NaN where no frequency was scored.
+  """
+  return _grouped_importance(predict_fn, images, labels, np.zeros(len(images), np.int64), 1,
+                             frequencies, chunk, stem)[0]
+
+
+def class_frequency_importance(predict_fn, images, labels, num_classes, frequencies=None,
+                               chunk=16, stem=None):
+  """`frequency_importance` of every class at once: [num_classes, H, W].
+
+  Map c equals `frequency_importance` of the images labelled c (NaN for a class
+  without images), but one search serves all classes: a call of `predict_fn` sees
+  chunk * B inputs, B the images of all classes, and a stem's pattern responses are
+  computed once per pair, not once per pair and class.
+
+  Args:
+    predict_fn: as for `frequency_importance`.
+    images: images [B, H, W, C] of any classes, preprocessed as the model expects.
+    labels: int array [B], each in [0, num_classes).
+    num_classes: C, the number of maps.
+    frequencies, chunk, stem: as for `frequency_importance`.
+
+  Returns:
+    float64 numpy array [num_classes, H, W], centred layout.
+  """
+  labels = np.asarray(labels)
+  if labels.shape != (len(images),) or labels.size and not (
+      np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min()
+      and labels.max() < num_classes):
+    raise ValueError(f"labels must be {len(images)} ints in [0, {num_classes}), one per "
+                     f"image, got shape {labels.shape} and dtype {labels.dtype}")
+  return _grouped_importance(predict_fn, images, labels, labels, num_classes, frequencies,
+                             chunk, stem)
 
 
 def dominant_frequency_map(importance, top_fraction=0.05):
