@@ -23,6 +23,7 @@ from conftest import write_tfds_metadata
 from tfrandlabels import data
 from tfrandlabels import experiments
 from tfrandlabels.analysis import alignment
+from tfrandlabels.experiments import transfer as transfer_experiment
 from tfrandlabels.pipeline import results
 from tfrandlabels.pipeline import run_main
 from tfrandlabels.pipeline import runner
@@ -129,6 +130,11 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
     (["--flagfile=missing.cfg"], "missing.cfg"),
     (["--transfer_layers=3"], "--transfer_layers=3: k=3 must be between 1 and 2"),
     (["--transfer_layers=0"], "--transfer_layers=0 must be a non-empty comma list"),
+    (["--depth_variants=scratch"], "--depth_variants=scratch must be a comma list of "
+                                   "pretrained, no_rescaling, covariance"),
+    (["--variants=scratch,pretrained", "--depth_variants=covariance"],
+     "--depth_variants=covariance names variants missing from "
+     "--variants=scratch,pretrained"),
     (["--seeds="], "--seeds= must be a non-empty comma list"),
     (["--seeds=1,1"], "--seeds=1,1 must be a non-empty comma list of distinct integers"),
     (["--downstream_split=train[100:300]"], "overlaps --upstream_split"),
@@ -363,6 +369,16 @@ def test_analyze_refuses_bad_input_in_one_line(embedded_dir, tmp_path, args, mes
 def test_configs_parse(flagfile, name):
   experiment, cfg = parse_flagfile(flagfile)
   assert experiment.name == name and cfg.batch_size > 0
+
+
+def test_depth_variants_alone_run_at_every_depth():
+  cfg = parse_flagfile("quick.cfg", "--transfer_layers=2,1",
+                       "--depth_variants=pretrained")[1]
+  assert transfer_experiment.finetune_runs(cfg) == [
+      ("scratch", 0), ("pretrained", 1), ("pretrained", 2), ("no_rescaling", 1),
+      ("covariance", 1)]
+  every = parse_flagfile("quick.cfg", "--transfer_layers=1,2")[1]
+  assert len(transfer_experiment.finetune_runs(every)) == 1 + 3 * 2
 
 
 def test_geometry_cifar_trains_as_cifar_cfg():

@@ -56,6 +56,9 @@ flags.DEFINE_integer("finetune_steps", 200, "Downstream training steps per run."
 flags.DEFINE_list("variants", list(transfer.VARIANTS),
                   f"Finetune variants: {', '.join(transfer.VARIANTS)}.")
 flags.DEFINE_list("transfer_layers", ["1"], "Numbers k of leading layers to transfer.")
+flags.DEFINE_list("depth_variants", None, "Variants finetuned at every k of "
+                  "--transfer_layers; the other variants only at the smallest k. Default: "
+                  "every variant.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Finetuning seeds (initialization and order).")
 flags.DEFINE_float("target_accuracy", 0.9, "Train accuracy whose first crossing defines "
                    "the steps-to-target and speed-up.")
@@ -63,7 +66,7 @@ flags.DEFINE_float("target_accuracy", 0.9, "Train accuracy whose first crossing 
 OWN_FLAGS = ("upstream_split", "downstream_split", "test_split", "upstream_label_fraction",
              "upstream_num_classes", "corruption_mode", "label_seed", "downstream_labels",
              "pretrain_steps", "pretrain_seed", "finetune_steps", "variants",
-             "transfer_layers", "seeds", "target_accuracy")
+             "transfer_layers", "depth_variants", "seeds", "target_accuracy")
 # Sigma_x is tracked during training only when the first layer sees at most this many
 # inputs per unit (a 3x3x3 conv sees 27; a dense layer on a 32x32x3 image 3072).
 MAX_TRACKED_DIM = 1024
@@ -88,6 +91,10 @@ flag_lib.check_at_least(("pretrain_steps", "finetune_steps"), 1)
 flag_lib.check("variants", lambda v: bool(v) and set(v) <= set(transfer.VARIANTS),
                f"must be a comma list of {', '.join(transfer.VARIANTS)}")
 flag_lib.check_int_list("transfer_layers", 1)
+flag_lib.check("depth_variants", lambda v: v is None or (
+    bool(v) and set(v) <= set(transfer.VARIANTS) - {"scratch"}),
+               "must be a comma list of " + ", ".join(v for v in transfer.VARIANTS
+                                                     if v != "scratch"))
 flag_lib.check_int_list("seeds", 0, distinct=True)
 
 # Training stages also read --alignment_subspace_k (a flag of the alignment analysis):
@@ -99,8 +106,8 @@ PRETRAIN_FLAGS = (*common.DATA_FLAGS, *common.MODEL_FLAGS, *common.TRAIN_FLAGS,
 FINETUNE_FLAGS = (*common.DATA_FLAGS, *common.MODEL_FLAGS, *common.TRAIN_FLAGS,
                   "upstream_split", "downstream_split", "test_split", "downstream_labels",
                   "label_seed", "upstream_num_classes", "finetune_steps", "variants",
-                  "transfer_layers", "seeds", "alignment_subspace_k")
-ANALYZE_FLAGS = ("target_accuracy", "variants", "transfer_layers", "seeds")
+                  "transfer_layers", "depth_variants", "seeds", "alignment_subspace_k")
+ANALYZE_FLAGS = ("target_accuracy", "variants", "transfer_layers", "depth_variants", "seeds")
 DATA_FOR_ANALYSES = (*common.DATA_FLAGS, "upstream_split", "test_split")
 
 
@@ -109,10 +116,13 @@ def run_name(variant, k):
 
 
 def finetune_runs(cfg):
-  """(variant, k) pairs to finetune: scratch once, every other variant per k."""
+  """(variant, k) pairs to finetune: scratch once, every other variant at each k (a
+  variant outside --depth_variants, when given, at the smallest k only)."""
+  depths = sorted(set(cfg.transfer_layers))
+  deep = cfg.variants if cfg.depth_variants is None else cfg.depth_variants
   runs = [("scratch", 0)] if "scratch" in cfg.variants else []
   return runs + [(v, k) for v in cfg.variants if v != "scratch"
-                 for k in sorted(set(cfg.transfer_layers))]
+                 for k in (depths if v in deep else depths[:1])]
 
 
 # --- data --------------------------------------------------------------------------
@@ -180,8 +190,11 @@ def check(cfg):
   kernel_shape = models.weight_layers(model)[0].kernel.shape
   alignment_analysis.check_subspace_k(cfg.alignment_subspace_k,
                                       int(np.prod(kernel_shape[:-1])))
-  for variant in cfg.variants:
-    for k in cfg.transfer_layers:
+  if cfg.depth_variants and not set(cfg.depth_variants) <= set(cfg.variants):
+    raise ConfigError(f"--depth_variants={','.join(cfg.depth_variants)} names variants "
+                      f"missing from --variants={','.join(cfg.variants)}")
+  for variant, k in finetune_runs(cfg):
+    if variant != "scratch":
       try:
         transfer.check_transfer(model, variant, k)
       except ValueError as e:
