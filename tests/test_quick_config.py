@@ -28,7 +28,8 @@ def test_every_variant_stays_below_the_spike_bound(embedded_dir, tmp_path):
   histories = sorted(workdir.glob("**/history.jsonl"))
   names = {str(p.parent.relative_to(workdir)) for p in histories}
   assert names == {"pretrain", "finetune/scratch/seed0", "finetune/pretrained_k1/seed0",
-                   "finetune/no_rescaling_k1/seed0", "finetune/covariance_k1/seed0"}
+                   "finetune/pretrained_k2/seed0", "finetune/no_rescaling_k1/seed0",
+                   "finetune/covariance_k1/seed0"}
   for path in histories:
     history = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["step"] for r in history] == list(range(5, STEPS + 5, 5)), path

@@ -308,6 +308,11 @@ def test_transfer_depth_points_and_figure():
   bars = [c for c in axes.collections if c.get_segments()]
   np.testing.assert_allclose([s[:, 1] for s in bars[0].get_segments()],
                              [[1.2, 1.8], [0.7, 1.1]])
+  # One variant sits at its k; several are drawn a little apart.
+  np.testing.assert_array_equal(axes.containers[0].lines[0].get_xdata(), [1, 2])
+  two = plots.speedup_by_depth({**depths, "no_rescaling": depths["pretrained"]}).axes[0]
+  np.testing.assert_allclose([c.lines[0].get_xdata() for c in two.containers],
+                             [[0.9, 1.9], [1.1, 2.1]])
   assert sorted(t.get_text() for t in axes.get_legend().get_texts()) == ["pretrained",
                                                                      "scratch (1x)"]
   assert plt.get_fignums() == []

@@ -377,8 +377,10 @@ def test_depth_variants_alone_run_at_every_depth():
   assert transfer_experiment.finetune_runs(cfg) == [
       ("scratch", 0), ("pretrained", 1), ("pretrained", 2), ("no_rescaling", 1),
       ("covariance", 1)]
-  every = parse_flagfile("quick.cfg", "--transfer_layers=1,2")[1]
+  every = parse_flagfile("quick.cfg", "--transfer_layers=1,2", "--depth_variants=")[1]
   assert len(transfer_experiment.finetune_runs(every)) == 1 + 3 * 2
+  for flagfile in ("depth_simple_cnn.cfg", "downstream_random.cfg"):
+    assert len(transfer_experiment.finetune_runs(parse_flagfile(flagfile)[1])) == 1 + 2 * 2
 
 
 def test_geometry_cifar_trains_as_cifar_cfg():

@@ -57,8 +57,8 @@ flags.DEFINE_list("variants", list(transfer.VARIANTS),
                   f"Finetune variants: {', '.join(transfer.VARIANTS)}.")
 flags.DEFINE_list("transfer_layers", ["1"], "Numbers k of leading layers to transfer.")
 flags.DEFINE_list("depth_variants", None, "Variants finetuned at every k of "
-                  "--transfer_layers; the other variants only at the smallest k. Default: "
-                  "every variant.")
+                  "--transfer_layers; the other variants only at the smallest k. Empty (the "
+                  "default): every variant.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Finetuning seeds (initialization and order).")
 flags.DEFINE_float("target_accuracy", 0.9, "Train accuracy whose first crossing defines "
                    "the steps-to-target and speed-up.")
@@ -91,10 +91,9 @@ flag_lib.check_at_least(("pretrain_steps", "finetune_steps"), 1)
 flag_lib.check("variants", lambda v: bool(v) and set(v) <= set(transfer.VARIANTS),
                f"must be a comma list of {', '.join(transfer.VARIANTS)}")
 flag_lib.check_int_list("transfer_layers", 1)
-flag_lib.check("depth_variants", lambda v: v is None or (
-    bool(v) and set(v) <= set(transfer.VARIANTS) - {"scratch"}),
-               "must be a comma list of " + ", ".join(v for v in transfer.VARIANTS
-                                                     if v != "scratch"))
+_TRANSFERRING = [v for v in transfer.VARIANTS if v != "scratch"]
+flag_lib.check("depth_variants", lambda v: not v or set(v) <= set(_TRANSFERRING),
+               f"must be a comma list of {', '.join(_TRANSFERRING)}")
 flag_lib.check_int_list("seeds", 0, distinct=True)
 
 # Training stages also read --alignment_subspace_k (a flag of the alignment analysis):
@@ -119,7 +118,7 @@ def finetune_runs(cfg):
   """(variant, k) pairs to finetune: scratch once, every other variant at each k (a
   variant outside --depth_variants, when given, at the smallest k only)."""
   depths = sorted(set(cfg.transfer_layers))
-  deep = cfg.variants if cfg.depth_variants is None else cfg.depth_variants
+  deep = cfg.depth_variants or cfg.variants
   runs = [("scratch", 0)] if "scratch" in cfg.variants else []
   return runs + [(v, k) for v in cfg.variants if v != "scratch"
                  for k in (depths if v in deep else depths[:1])]

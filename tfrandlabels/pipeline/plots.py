@@ -266,8 +266,10 @@ def speedup_by_depth(depths: Mapping[str, Sequence[Mapping]],
   """
   figure = report.new_figure(6, 3.6)
   axes = figure.subplots()
-  for offset, (variant, points) in zip(np.linspace(-0.1, 0.1, max(len(depths), 1)),
-                                       depths.items()):
+  # Several variants are drawn a little apart so their error bars do not overlap; one
+  # variant sits exactly at its k.
+  offsets = np.linspace(-0.1, 0.1, len(depths)) if len(depths) > 1 else [0.0]
+  for offset, (variant, points) in zip(offsets, depths.items()):
     points = [p for p in points if p["ratio"] is not None]
     ks = np.array([p["k"] for p in points], float) + offset
     ratios = np.array([p["ratio"] for p in points])
