@@ -12,7 +12,7 @@ TINY = ["--upstream_split=train[:128]", "--downstream_split=train[128:256]",
         "--test_split=test[:64]", "--pretrain_steps=4", "--finetune_steps=4",
         "--batch_size=32", "--seeds=0,1", "--log_every=2", "--steps_per_loop=2",
         "--checkpoint_every=2", "--attribution_images=2", "--attribution_samples=2",
-        "--target_accuracy=0.2", "--model_options=filters=8"]
+        "--target_accuracy=0.2", "--model_options=filters=8", "--transfer_layers=1"]
 # Shared by every test process (pytest and each Bazel test target): preparing
 # `embedded` takes ~10 s, so it is done once, under a lock, and reused.
 EMBEDDED_DATA_DIR = os.environ.get(

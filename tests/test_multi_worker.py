@@ -23,7 +23,7 @@ TINY = ["--strategy=multi_worker_mirrored", "--upstream_split=train[:128]",
         "--pretrain_steps=4", "--finetune_steps=4", "--batch_size=32", "--seeds=0",
         "--variants=scratch,pretrained", "--log_every=2", "--steps_per_loop=2",
         "--checkpoint_every=2", "--analyses=alignment", "--target_accuracy=0.2",
-        "--model_options=filters=8"]
+        "--model_options=filters=8", "--transfer_layers=1"]
 DIGEST = re.compile(r"(\S+): trained to step (\d+); weights digest (\w+)")
 
 

@@ -132,9 +132,6 @@ def test_changed_analysis_setting_reruns_that_analysis_only(finished, embedded_d
     (["--transfer_layers=0"], "--transfer_layers=0 must be a non-empty comma list"),
     (["--depth_variants=scratch"], "--depth_variants=scratch must be a comma list of "
                                    "pretrained, no_rescaling, covariance"),
-    (["--variants=scratch,pretrained", "--depth_variants=covariance"],
-     "--depth_variants=covariance names variants missing from "
-     "--variants=scratch,pretrained"),
     (["--seeds="], "--seeds= must be a non-empty comma list"),
     (["--seeds=1,1"], "--seeds=1,1 must be a non-empty comma list of distinct integers"),
     (["--downstream_split=train[100:300]"], "overlaps --upstream_split"),
@@ -372,11 +369,12 @@ def test_configs_parse(flagfile, name):
 
 
 def test_depth_variants_alone_run_at_every_depth():
-  cfg = parse_flagfile("quick.cfg", "--transfer_layers=2,1",
-                       "--depth_variants=pretrained")[1]
+  cfg = parse_flagfile("quick.cfg", "--transfer_layers=2,1")[1]
   assert transfer_experiment.finetune_runs(cfg) == [
       ("scratch", 0), ("pretrained", 1), ("pretrained", 2), ("no_rescaling", 1),
       ("covariance", 1)]
+  only = parse_flagfile("quick.cfg", "--variants=scratch,no_rescaling")[1]
+  assert transfer_experiment.finetune_runs(only) == [("scratch", 0), ("no_rescaling", 1)]
   every = parse_flagfile("quick.cfg", "--transfer_layers=1,2", "--depth_variants=")[1]
   assert len(transfer_experiment.finetune_runs(every)) == 1 + 3 * 2
   for flagfile in ("depth_simple_cnn.cfg", "downstream_random.cfg"):
