@@ -193,15 +193,15 @@ def _tracks(alignment: Mapping) -> List[Tuple[str, Mapping]]:
 SIGMA_LABEL = "sigma (std of the data along an eigenvector of Sigma_x)"
 
 
-def _transfer_panels(panels: Sequence[Tuple[str, Mapping]], xlabel: str,
-                     xscale: str) -> Figure:
-  """One panel per (title, track): f(sigma) at a few points of training."""
+def _transfer_panels(panels: Sequence[Tuple[str, Mapping]]) -> Figure:
+  """One panel per (title, track): f(sigma) at a few points of training, sigma on a
+  log axis."""
   figure = report.new_figure(5 * len(panels), 3.6)
   for axes, (title, track) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
     for i in _snapshots(track):
       axes.plot(track["sigma"], track["transfer_function"][i], marker=".",
                 label=f"step {track['step'][i]}")
-    axes.set(xlabel=xlabel, ylabel="f(sigma)", title=title, xscale=xscale)
+    axes.set(xlabel=SIGMA_LABEL, ylabel="f(sigma)", title=title, xscale="log")
     axes.legend(fontsize=8)
   return figure
 
@@ -218,15 +218,13 @@ def transfer_function(alignment: Mapping) -> Figure:
     One panel per track that holds records.
   """
   return _transfer_panels([(f"{name} ({TRACKS[name]})", track)
-                           for name, track in _tracks(alignment)],
-                          xlabel=SIGMA_LABEL, xscale="log")
+                           for name, track in _tracks(alignment)])
 
 
 def final_transfer_function(sigma: Sequence[float], f: Sequence[float]) -> Figure:
   """One model's f(sigma) (no training track): the `alignment` analysis's figure."""
   return _transfer_panels([("first layer", {"sigma": sigma, "step": ["of the model"],
-                                            "transfer_function": [f]})],
-                          xlabel=SIGMA_LABEL, xscale="log")
+                                            "transfer_function": [f]})])
 
 
 def misalignment(alignment: Mapping) -> Figure:
