@@ -9,7 +9,8 @@ Wang et al. ask which frequencies a classifier relies on, class by class:
   larger than the other classes'. It describes the data, not a model.
 * `frequency_importance` and `dominant_frequency_map`: how much a model's loss on the
   images of one class grows when one frequency is removed from them, and the top
-  fraction of those frequencies, the dominant frequency map (DFM) of the class.
+  fraction of those frequencies, the dominant frequency map (DFM) of the class;
+  `class_frequency_importance` scores every class in one search.
 * `shortcut_rates` and `is_shortcut`: whether the DFM alone makes the model predict the
   class (true positives) without pulling other classes to it (false positives).
 
