@@ -13,7 +13,7 @@ from conftest import REPO
 from tfrandlabels.analysis import curves
 
 RUN = os.path.join(REPO, "pipelines", "run.py")
-STEPS = 40
+STEPS = 30
 
 
 def test_every_variant_stays_below_the_spike_bound(embedded_dir, tmp_path):
