@@ -299,7 +299,7 @@ def _subtract_responses(stem_outputs, real, imag, cos_responses, sin_responses):
   return removed
 
 
-def _stem_without_pairs(stem, stem_outputs, half_spectra, positions, width):
+def _stem_without_pairs(linear, stem_outputs, half_spectra, positions, width):
   """stem(x - s_k) for every image x and pair k, [K * B, ...stem output shape].
 
   Removing pair k subtracts a sinusoid s_k from every image (`_sinusoids`), whose
@@ -313,7 +313,7 @@ def _stem_without_pairs(stem, stem_outputs, half_spectra, positions, width):
   O(HW log HW).
 
   Args:
-    stem: the linear part L of the stem, e.g. `lambda x: stem(x) - stem(0)`.
+    linear: the linear part L of the stem, `lambda x: stem(x) - stem(0)`.
     stem_outputs: the stem's outputs on the intact images, [B, ...].
     half_spectra: [B, C, H, W // 2 + 1], from `_half_spectra` of the images.
     positions: centred positions [K, 2], one per pair.
@@ -324,7 +324,7 @@ def _stem_without_pairs(stem, stem_outputs, half_spectra, positions, width):
   coefficients = tf.gather_nd(tf.transpose(half_spectra, [2, 3, 0, 1]),
                               np.stack([rows, cols], axis=1))  # [K, B, C]
   cos_responses, sin_responses = tf.split(
-      _responses(stem, np.concatenate([cos, sin]), channels), 2)
+      _responses(linear, np.concatenate([cos, sin]), channels), 2)
   removed = _subtract_responses(
       tf.reshape(stem_outputs, [stem_outputs.shape[0], -1]), tf.math.real(coefficients),
       tf.math.imag(coefficients), cos_responses, sin_responses)
