@@ -173,7 +173,7 @@ def test_a_dead_worker_stops_the_other_with_one_line(embedded_dir, tmp_path):
 def test_a_preempted_worker_stops_both_at_one_step_and_the_rerun_resumes(embedded_dir,
                                                                         tmp_path):
   workdir = tmp_path / "work"
-  args = ("--pretrain_steps=40", "--variants=scratch", "--analyses=none")
+  args = ("--pretrain_steps=40", "--stages=pretrain")
   chief, other = _start_workers(workdir, embedded_dir, *args)
   history = workdir / "pretrain" / "history.jsonl"
   deadline = time.time() + 300

@@ -224,10 +224,9 @@ def test_failed_first_run_leaves_nothing_and_the_corrected_command_runs(embedded
   assert code == 0, output[-3000:]
 
 
-@pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM])
-def test_interrupted_finetune_resumes(embedded_dir, tmp_path, signal_):
-  """A killed run resumes from its last checkpoint; a preempted one (SIGTERM) first
-  saves one at its next log step, says so in one line and exits with 4."""
+def test_a_preempted_finetune_saves_at_its_next_log_step_and_resumes(embedded_dir, tmp_path):
+  """A preempted run (SIGTERM) saves a checkpoint at its next log step, says so in one
+  line, exits with 4 and resumes from it. (A killed run resuming: test_recovery.)"""
   workdir = tmp_path / "work"
   args = [f"--workdir={workdir}", f"--data_dir={embedded_dir}", *TINY,
           "--finetune_steps=40", "--variants=scratch", "--seeds=0",
@@ -238,16 +237,15 @@ def test_interrupted_finetune_resumes(embedded_dir, tmp_path, signal_):
   while not tf.train.latest_checkpoint(str(run_dir / "checkpoints")):
     assert process.poll() is None and time.time() < deadline, process.stdout.read()[-3000:]
     time.sleep(0.05)
-  process.send_signal(signal_)
+  process.send_signal(signal.SIGTERM)
   output = process.communicate()[0]
   assert not (run_dir / "DONE").exists()
   interrupted = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).split("-")[-1])
-  if signal_ == signal.SIGTERM:
-    assert process.returncode == 4 and "Traceback" not in output, output[-3000:]
-    stopped = [line for line in output.splitlines() if line.startswith("preempted: ")]
-    assert stopped == [f"preempted: stopped on SIGTERM at step {interrupted} of 40; "
-                       f"checkpoint saved in {run_dir}: run the same command to resume "
-                       "from it"], output[-3000:]
+  assert process.returncode == 4 and "Traceback" not in output, output[-3000:]
+  stopped = [line for line in output.splitlines() if line.startswith("preempted: ")]
+  assert stopped == [f"preempted: stopped on SIGTERM at step {interrupted} of 40; "
+                     f"checkpoint saved in {run_dir}: run the same command to resume "
+                     "from it"], output[-3000:]
   code, output = _run(RUN, *args)
   assert code == 0, output[-4000:]
   assert "stage pretrain: up to date; skipping" in output

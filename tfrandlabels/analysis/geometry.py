@@ -97,20 +97,23 @@ def _unit_vectors(start: int, stop: int, size: int, batch: int, dtype,
 
 def _reverse_jacobian(feature_fn: FeatureFn, x: tf.Tensor, width: int,
                       step: int) -> tf.Tensor:
-  """[B, n, d] Jacobians by reverse mode, `step` rows (features) per pass."""
+  """[B, n, d] Jacobians by reverse mode: one forward pass over the batch, kept on a
+  persistent tape, then one backward pass per feature j (cotangent e_j at every
+  example), at most `step` of them at a time."""
   batch = x.shape[0]
-  rows = []
-  for start in range(0, width, step):
-    stop = min(start + step, width)
-    copies = _copies(x, stop - start)
-    with tf.GradientTape() as tape:
-      tape.watch(copies)
-      features = _features(feature_fn, copies)
-    cotangents = _unit_vectors(start, stop, width, batch, features.dtype, [width])
-    products = tape.gradient(features, copies, output_gradients=cotangents,
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    features = _features(feature_fn, x)
+
+  def row(j):
+    cotangents = tf.one_hot(tf.fill([batch], j), width, dtype=features.dtype)
+    products = tape.gradient(features, x, output_gradients=cotangents,
                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    rows.append(tf.transpose(tf.reshape(products, [stop - start, batch, -1]), [1, 0, 2]))
-  return tf.concat(rows, axis=1)
+    return tf.reshape(products, [batch, -1])
+
+  rows = tf.map_fn(row, tf.range(width), parallel_iterations=step,
+                   fn_output_signature=tf.TensorSpec([batch, math.prod(x.shape[1:])], x.dtype))
+  return tf.transpose(rows, [1, 0, 2])
 
 
 def _forward_jacobian(feature_fn: FeatureFn, x: tf.Tensor, step: int) -> tf.Tensor:
@@ -128,30 +131,29 @@ def _forward_jacobian(feature_fn: FeatureFn, x: tf.Tensor, step: int) -> tf.Tens
 def feature_jacobian(feature_fn: FeatureFn, x, chunk_size: Optional[int] = None) -> tf.Tensor:
   """The Jacobian of the feature map at each input of a batch.
 
-  A pass evaluates feature_fn on chunk_size stacked copies of the batch, copy k
-  carrying one unit vector, and so computes chunk_size Jacobian rows or columns at once:
-
-  * d >= n (images: thousands of pixels, hundreds of features): reverse mode, one
-    vector-Jacobian product per copy with cotangent e_j, i.e. chunk_size features per
-    pass.
+  * d >= n (images: thousands of pixels, hundreds of features): reverse mode. One
+    forward pass over the batch is recorded, then each row j is one backward pass with
+    cotangent e_j at every input; chunk_size of these run at a time.
   * d < n (low-dimensional inputs, wide features, e.g. 2-D toy tasks): forward mode
-    (`tf.autodiff.ForwardAccumulator`), one Jacobian-vector product per copy with
-    tangent e_i, i.e. chunk_size input directions per pass.
+    (`tf.autodiff.ForwardAccumulator`). A pass evaluates feature_fn on chunk_size stacked
+    copies of the batch, copy k carrying tangent e_k, so it computes chunk_size columns.
 
   A row costs about one backward pass and a column one forward pass, so reverse mode
   needs n passes and forward mode d; the mode with fewer is used. A width-20000 erf
   layer on 3-D inputs takes milliseconds in forward mode and minutes in reverse mode.
-  Stacked copies replace `tf.GradientTape.batch_jacobian`, whose pfor vectorization
-  retraces a function on every call (about 0.5 s per chunk on a CPU).
+  Reverse mode shares its forward pass among all rows: computing rows on stacked copies
+  of the batch instead repeats the forward pass for every row and, traced, took twice as
+  long (bench/volume_element.py). `tf.GradientTape.batch_jacobian` vectorizes the rows
+  with pfor, which retraces a function on every call (about 0.5 s per chunk on a CPU).
 
   Args:
     feature_fn: maps a float batch [B, ...input shape] to features [B, n]; see the
       module docstring.
     x: [B, ...input shape] inputs; integers are cast to float32.
     chunk_size: Jacobian rows (features, reverse mode) or columns (input directions,
-      forward mode) per pass. A pass holds chunk_size * B examples' activations, so a
-      smaller chunk bounds the memory at the cost of more passes. None computes all of
-      them in one pass, which for large n or d can exhaust memory.
+      forward mode) computed at a time; either holds about chunk_size * B examples'
+      activations, so a smaller chunk bounds the memory at the cost of parallelism. None
+      computes all of them at once, which for large n or d can exhaust memory.
 
   Returns:
     J: [B, n, d] tensor in x's float dtype, d = prod(input shape); J[b, j, i] is the
