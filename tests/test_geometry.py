@@ -262,6 +262,10 @@ def test_magnification_matches_direct_computation():
   assert result["log10_volume_ratio"] == pytest.approx(math.log10(expected), abs=1e-10)
   assert result["rank_correlation"] == pytest.approx(
       stats.spearmanr(log_volume, entropy).statistic, abs=1e-12)
+  # Tied values share their mean rank, as in Spearman's correlation.
+  tied_volume, tied_entropy = np.round(log_volume), np.round(entropy, 1)
+  assert geometry.magnification(tied_volume, tied_entropy)["rank_correlation"] == (
+      pytest.approx(stats.spearmanr(tied_volume, tied_entropy).statistic, abs=1e-12))
   # Log volumes of a few thousand (d = 3072 images) overflow 10**x; the ratio does not.
   shifted = geometry.magnification(log_volume + 3000, entropy)
   assert shifted["volume_ratio"] == pytest.approx(expected, rel=1e-8)

@@ -25,7 +25,7 @@ import numbers
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 # A logged loss above this many ln(num_classes) (a uniform prediction's loss) is a spike.
 SPIKE_RATIO = 2.0
@@ -52,7 +52,7 @@ def mean_ci95(values) -> Tuple[np.ndarray, np.ndarray]:
   mean = values.mean(axis=0)
   if seeds == 1:
     return mean, np.zeros_like(mean)
-  scale = stats.t.ppf(0.975, seeds - 1) / math.sqrt(seeds)
+  scale = special.stdtrit(seeds - 1, 0.975) / math.sqrt(seeds)  # Student's t quantile.
   return mean, scale * values.std(axis=0, ddof=1)
 
 
