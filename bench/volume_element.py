@@ -7,8 +7,9 @@ seeded; the feature map is the input of its last Dense layer) and the log10 volu
 element from the singular values of J / sqrt(n).
 
   batched    what the `volume_element` analysis runs: `volume_element.log_volumes`,
-             stacked copies of a batch of points, --chunk Jacobian rows per pass and
-             --inputs_per_pass model inputs per pass, all passes traced into one graph.
+             --inputs_per_pass / --chunk points per pass, one forward pass over them
+             and one backward pass per feature, --chunk of them at a time, all traced
+             into one graph.
   reference  the approach of the reference code (Pehlevan-Group/nn_curvature, PyTorch
              `torch.autograd.functional.jacobian`), in TensorFlow: batches of 5 images,
              one forward pass, then one backward pass per feature (a persistent tape).
@@ -51,8 +52,8 @@ def parse_args():
   parser.add_argument("--hidden", type=int, default=64, help="simple_cnn hidden units (n)")
   parser.add_argument("--inputs_per_pass", type=int, default=256,
                       help="batched: model inputs per pass (--volume_batch)")
-  parser.add_argument("--chunk", type=int, default=16,
-                      help="batched: Jacobian rows per pass (--volume_chunk)")
+  parser.add_argument("--chunk", type=int, default=4,
+                      help="batched: Jacobian rows at a time (--volume_chunk)")
   parser.add_argument("--rounds", type=int, default=5, help="timed rounds")
   return parser.parse_args()
 

@@ -15,9 +15,11 @@ Image models: on each of --volume_planes planes through three images of the spli
 predicted class, the prediction entropy (base 10), and the log10 volume element, the
 sum of log10 of the top --volume_top_k singular values of J / sqrt(n)
 (`geometry.log10_volume`; 0 takes the whole spectrum, min(n, d) values). Jacobians are
-computed for many points at once, --volume_chunk rows (or columns) per pass and as many
-points as fit --volume_batch model inputs per pass. A point where some of those singular
-values are zero keeps the log volume of the subspace where J has rank, and is counted in
+computed for a batch of --volume_batch / --volume_chunk points at once: one forward
+pass, then one backward pass per feature (row of J; for 2-D inputs a forward-mode pass
+per input direction), --volume_chunk of them at a time, so that about --volume_batch
+inputs' activations are held. A point where some of those singular values are zero
+keeps the log volume of the subspace where J has rank, and is counted in
 `zero_singular_value_points`.
 
 Models on 2-D inputs (the toy tasks): the same per point over a grid covering
@@ -51,10 +53,11 @@ flags.DEFINE_integer("volume_resolution", 80, "Analysis volume_element: grid poi
                      "of each plane (or of the grid, for 2-D inputs).")
 flags.DEFINE_integer("volume_top_k", 0, "Analysis volume_element: largest singular values "
                      "of J/sqrt(n) summed into the log volume; 0 for all min(n, d).")
-flags.DEFINE_integer("volume_batch", 256, "Analysis volume_element: model inputs per pass "
-                     "(points x Jacobian rows per pass); lower it if memory runs out.")
-flags.DEFINE_integer("volume_chunk", 16, "Analysis volume_element: Jacobian rows (features; "
-                     "input directions if there are fewer) per pass.")
+flags.DEFINE_integer("volume_batch", 256, "Analysis volume_element: model inputs whose "
+                     "activations a pass holds (points x Jacobian rows at a time); lower it "
+                     "if memory runs out.")
+flags.DEFINE_integer("volume_chunk", 4, "Analysis volume_element: Jacobian rows (features; "
+                     "input directions if there are fewer) computed at a time.")
 flags.DEFINE_float("volume_grid_extent", 1.5, "Analysis volume_element: for models on 2-D "
                    "inputs, the grid covers [-E, E]^2.")
 flag_lib.check_at_least(("volume_planes", "volume_batch", "volume_chunk"), 1)
@@ -148,12 +151,16 @@ def log_volumes(features, points, *, top_k=None, inputs_per_pass, chunk_size):
   Returns:
     (log10_volume, num_zero): float64 [N] and int64 [N], as `geometry.log10_volume`.
   """
-  # `feature_jacobian` takes min(n, d) rows or columns, chunk_size of them per pass, each
-  # on a copy of the batch: that many copies share the inputs of a pass.
+  # `feature_jacobian` takes min(n, d) rows or columns, chunk_size of them at a time, each
+  # holding about a batch's activations (a backward pass, or a forward pass on a copy of
+  # the batch): the batch is the inputs of a pass over that many.
   copies = min(chunk_size, features.output_shape[-1], math.prod(points.shape[1:]))
-  batch_size = min(max(1, inputs_per_pass // copies), len(points))
+  largest = min(max(1, inputs_per_pass // copies), len(points))
+  # As few passes as that allows, of equal size, so that the last pads the fewest points.
+  passes = -(-len(points) // largest)
+  batch_size = -(-len(points) // passes)
   # Traced once for all batches, the last one padded to the same size: a graph of all
-  # passes runs the model and its tile, one-hot and transpose ops without Python between.
+  # passes runs the model and its backward passes without Python between.
   jacobian_fn = tf.function(functools.partial(
       geometry.feature_jacobian, lambda x: features(x, training=False), chunk_size=chunk_size))
   padded = np.concatenate([points, np.repeat(points[-1:], -len(points) % batch_size, axis=0)])
