@@ -142,8 +142,8 @@ def feature_jacobian(feature_fn: FeatureFn, x, chunk_size: Optional[int] = None)
   needs n passes and forward mode d; the mode with fewer is used. A width-20000 erf
   layer on 3-D inputs takes milliseconds in forward mode and minutes in reverse mode.
   Reverse mode shares its forward pass among all rows: computing rows on stacked copies
-  of the batch instead repeats the forward pass for every row and, traced, took twice as
-  long (bench/volume_element.py). `tf.GradientTape.batch_jacobian` vectorizes the rows
+  of the batch instead repeats the forward pass for every row and, traced, took 1.8 times
+  as long on bench/volume_element.py's plane (2 CPU cores). `tf.GradientTape.batch_jacobian` vectorizes the rows
   with pfor, which retraces a function on every call (about 0.5 s per chunk on a CPU).
 
   Args:
